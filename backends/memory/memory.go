@@ -1,0 +1,163 @@
+// Package memory is the in-process region backend: bounded by bytes, with a
+// time to live per entry, safe and fast under parallel use. Eviction and
+// expiry are done by otter (github.com/maypok86/otter/v2), a W-TinyLFU cache.
+//
+// Values are copied in and out, so a caller that changes the bytes it got
+// back can never corrupt the cache. Counters (the region's tag versions) are
+// kept apart from the evictable entries, so they are never evicted.
+package memory
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+
+	"github.com/dogpile-go/dogpile/region"
+)
+
+// DefaultMaxBytes is the bound of a Backend made without WithMaxBytes.
+const DefaultMaxBytes = 64 << 20
+
+// entryOverhead approximates what an entry costs beyond its key and value
+// bytes, so that many tiny entries still count against the bound.
+const entryOverhead = 64
+
+// Backend is an in-process region.Backend.
+type Backend struct {
+	cache *otter.Cache[string, *entry]
+
+	// counters maps a key to its *atomic.Int64. Reads are lock-free; creating
+	// or incrementing a counter holds mu, so that SetIf, which also holds mu,
+	// checks its guards and writes as one step.
+	counters sync.Map
+	mu       sync.Mutex
+}
+
+type entry struct {
+	val []byte
+	ttl time.Duration // zero: no expiry
+}
+
+// Option configures a Backend.
+type Option func(*config)
+
+type config struct{ maxBytes int64 }
+
+// WithMaxBytes bounds the bytes the backend holds (keys, values and a fixed
+// overhead per entry); beyond it, entries are evicted. The default is
+// DefaultMaxBytes.
+func WithMaxBytes(n int64) Option { return func(c *config) { c.maxBytes = n } }
+
+// New returns a memory backend.
+func New(opts ...Option) *Backend {
+	c := config{maxBytes: DefaultMaxBytes}
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.maxBytes < 1 {
+		c.maxBytes = 1
+	}
+	return &Backend{cache: otter.Must(&otter.Options[string, *entry]{
+		MaximumWeight: uint64(c.maxBytes),
+		Weigher: func(k string, e *entry) uint32 {
+			n := len(k) + len(e.val) + entryOverhead
+			if n > math.MaxUint32 {
+				return math.MaxUint32
+			}
+			return uint32(n)
+		},
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *entry]) time.Duration {
+			if e.Value.ttl <= 0 {
+				return time.Duration(math.MaxInt64)
+			}
+			return e.Value.ttl
+		}),
+	})}
+}
+
+// GetMulti returns copies of the values stored under keys.
+func (b *Backend) GetMulti(_ context.Context, keys []string) ([][]byte, error) {
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		out[i] = b.get(k)
+	}
+	return out, nil
+}
+
+func (b *Backend) get(k string) []byte {
+	if e, ok := b.cache.GetIfPresent(k); ok {
+		return bytes.Clone(e.val)
+	}
+	if c, ok := b.counters.Load(k); ok {
+		return strconv.AppendInt(nil, c.(*atomic.Int64).Load(), 10)
+	}
+	return nil
+}
+
+// SetMulti stores copies of the items' values.
+func (b *Backend) SetMulti(_ context.Context, items []region.Item) error {
+	for _, it := range items {
+		b.set(it)
+	}
+	return nil
+}
+
+func (b *Backend) set(it region.Item) {
+	b.cache.Set(it.Key, &entry{val: bytes.Clone(it.Value), ttl: it.TTL})
+}
+
+// SetIf stores item if every guard holds; guards and write are one step with
+// respect to Incr.
+func (b *Backend) SetIf(_ context.Context, item region.Item, guards []region.Guard) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, g := range guards {
+		cur := b.get(g.Key)
+		if (cur == nil) != (g.Value == nil) || !bytes.Equal(cur, g.Value) {
+			return false, nil
+		}
+	}
+	b.set(item)
+	return true, nil
+}
+
+// Delete removes keys, counters included.
+func (b *Backend) Delete(_ context.Context, keys ...string) error {
+	for _, k := range keys {
+		b.cache.Invalidate(k)
+		b.counters.Delete(k)
+	}
+	return nil
+}
+
+// Incr increments the counter at key; a new counter starts at a random value.
+func (b *Backend) Incr(_ context.Context, key string) (int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c, ok := b.counters.Load(key)
+	if !ok {
+		n := new(atomic.Int64)
+		n.Store(rand.Int64N(1 << 48))
+		c = n
+		b.counters.Store(key, n)
+	}
+	return c.(*atomic.Int64).Add(1), nil
+}
+
+// Mutex returns nil: the region's in-process lock is all one process needs.
+func (b *Backend) Mutex(string) region.Mutex { return nil }
+
+// WeightedSize returns the bytes currently accounted to entries.
+func (b *Backend) WeightedSize() uint64 { return b.cache.WeightedSize() }
+
+// Len returns the number of entries, counters excluded.
+func (b *Backend) Len() int { return b.cache.EstimatedSize() }
+
+var _ region.Backend = (*Backend)(nil)

@@ -1,0 +1,112 @@
+package region
+
+import "context"
+
+// noOptions is shared by calls without options; it is never written.
+var noOptions = &callOptions{}
+
+// GetOrCreate returns the value stored under key, making it with create when
+// there is no usable value, by the rules of the dogpile lock (see Region):
+// a fresh value is returned at once; for an expired one, one caller runs
+// create while the others get the stale value; for a missing one, one caller
+// runs create and the others wait for its result.
+//
+// Errors from create are returned to every caller that waited on that run,
+// and nothing is cached. Backend errors are never returned: they cost a miss.
+// A value that cannot be decoded is a miss, counted in Stats.
+func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(ctx context.Context) (T, error), opts ...CallOption) (T, error) {
+	co := noOptions
+	if len(opts) > 0 {
+		co = collect(opts)
+	}
+	bkeys := []string{r.entryKey(key)}
+	s, err := r.read(ctx, bkeys, co.tags)
+	if err != nil {
+		r.stats.errors.Add(1)
+	} else {
+		var env envelope
+		if r.classify(s.raw[0], &s, co, &env) == fresh {
+			var v T
+			if r.codec.Unmarshal(env.payload, &v) == nil {
+				r.stats.hits.Add(1)
+				return v, nil
+			}
+			// The slow path reclassifies and counts the failure.
+		}
+	}
+	l := &valueLoader[T]{create: create}
+	err = r.load(ctx, []string{key}, bkeys, l, co, &s, 0)
+	return l.v, err
+}
+
+// valueLoader is the Loader of GetOrCreate.
+type valueLoader[T any] struct {
+	create func(ctx context.Context) (T, error)
+	v      T
+}
+
+func (l *valueLoader[T]) Create(ctx context.Context, keys []string) (map[string]any, error) {
+	v, err := l.create(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{keys[0]: v}, nil
+}
+
+func (l *valueLoader[T]) Decode(_ string, c Codec, payload []byte) error {
+	var v T
+	if err := c.Unmarshal(payload, &v); err != nil {
+		return err
+	}
+	l.v = v
+	return nil
+}
+
+func (l *valueLoader[T]) Adopt(_ string, v any) { l.v, _ = v.(T) }
+
+// GetOrCreateMulti is GetOrCreate for many keys at once: one backend round
+// trip reads them all, and one call of create makes every key that has no
+// usable value (create gets them in the order given, without duplicates).
+// The lock and stale rules apply per key. Keys that create leaves out of its
+// result are not cached and are absent from the returned map.
+func GetOrCreateMulti[T any](ctx context.Context, r *Region, keys []string, create func(ctx context.Context, missing []string) (map[string]T, error), opts ...CallOption) (map[string]T, error) {
+	l := &mapLoader[T]{create: create, out: make(map[string]T, len(keys))}
+	err := r.Load(ctx, keys, l, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return l.out, nil
+}
+
+// mapLoader is the Loader of GetOrCreateMulti.
+type mapLoader[T any] struct {
+	create func(ctx context.Context, missing []string) (map[string]T, error)
+	out    map[string]T // written only by the caller's goroutine
+}
+
+func (l *mapLoader[T]) Create(ctx context.Context, keys []string) (map[string]any, error) {
+	m, err := l.create(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (l *mapLoader[T]) Decode(key string, c Codec, payload []byte) error {
+	var v T
+	if err := c.Unmarshal(payload, &v); err != nil {
+		return err
+	}
+	l.out[key] = v
+	return nil
+}
+
+func (l *mapLoader[T]) Adopt(key string, v any) {
+	if t, ok := v.(T); ok {
+		l.out[key] = t
+	}
+}

@@ -1,0 +1,501 @@
+package region
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// The dogpile lock. For each backend key at most one creator runs at a time
+// in this process (a flight), and, when the backend hands out a Mutex, at
+// most one across the processes that share it:
+//
+//   - fresh value: served, no lock taken;
+//   - stale value: the caller that starts the flight regenerates (in the
+//     background with WithAsyncRegeneration); every other caller is served
+//     the stale value at once;
+//   - no value: the caller that starts the flight runs the creator; the others
+//     wait for its result, each bounded by its own context and the wait
+//     timeout.
+//
+// Unlike dogpile.cache, a lock that is not obtained is never ignored: a
+// caller that finds the key's Mutex held elsewhere serves stale or waits for
+// the holder, and runs the creator unlocked only when its wait budget runs
+// out. The creator runs in a goroutine of its own, on a context that keeps
+// the first caller's values but not its cancellation, so no single caller
+// leaving can cancel the work the others wait for.
+
+// flight is one run of a creator for one key, shared by the callers that wait
+// on it.
+type flight struct {
+	done chan struct{} // closed once the fields below are final
+
+	// Written only by the goroutine that runs the creator, before done is
+	// closed; read only after done is closed.
+	val      any    // the value made for this key, when made is set
+	made     bool   // a value exists: made by the creator, or found fresh on re-read
+	payload  []byte // the value encoded; nil when encoding failed
+	err      error  // the creator's error; nothing was stored
+	panicVal any    // non-nil when the creator panicked
+	stack    []byte // where it panicked
+}
+
+type flights struct {
+	mu sync.Mutex
+	m  map[string]*flight // guarded by mu; a key is present while its flight runs
+}
+
+// join returns the flight for key, starting one (lead is true) if none runs.
+func (f *flights) join(key string) (fl *flight, lead bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fl, ok := f.m[key]; ok {
+		return fl, false
+	}
+	fl = &flight{done: make(chan struct{})}
+	f.m[key] = fl
+	return fl, true
+}
+
+// land publishes the flight's result: later callers start a new flight, the
+// ones waiting are released.
+func (f *flights) land(key string, fl *flight) {
+	f.mu.Lock()
+	if f.m[key] == fl {
+		delete(f.m, key)
+	}
+	f.mu.Unlock()
+	close(fl.done)
+}
+
+// Loader makes values and fills the caller's destinations. It is the
+// non-generic form of GetOrCreate and GetOrCreateMulti, for callers that know
+// their types only at run time (the GORM plugin is one).
+type Loader interface {
+	// Create makes the values of keys. It runs in a goroutine of its own on a
+	// context detached from the caller's cancellation. Keys missing from the
+	// result are not cached.
+	Create(ctx context.Context, keys []string) (map[string]any, error)
+	// Decode fills the caller's destination for key from a stored payload.
+	// An error makes the entry a miss: it is counted and regenerated.
+	Decode(key string, c Codec, payload []byte) error
+	// Adopt fills the caller's destination for key with a value made by
+	// Create. Values made by this caller's own Create are passed only to it;
+	// values made for other callers are decoded from their payload instead,
+	// and passed to Adopt only when they could not be encoded.
+	Adopt(key string, v any)
+}
+
+// Load is GetOrCreateMulti for a Loader: it fills the destinations of keys
+// from the region, running l.Create for the ones that have no usable value.
+// Values that the creator did not return are left untouched.
+func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...CallOption) error {
+	co := collect(opts)
+	bkeys := make([]string, len(keys))
+	for i, k := range keys {
+		bkeys[i] = r.entryKey(k)
+	}
+	return r.load(ctx, keys, bkeys, l, co, nil, 0)
+}
+
+// maxRetries bounds how often a caller starts over after a flight it waited
+// on ended without a value for it.
+const maxRetries = 3
+
+// wait is one flight a caller waits on, for the key at index i.
+type wait struct {
+	i     int
+	fl    *flight
+	own   bool // this caller started it
+	stale bool // the caller already holds a stale value for the key
+}
+
+// load is the dogpile lock for a set of keys; s is a snapshot already read
+// for bkeys, or nil.
+func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *callOptions, s *snapshot, attempt int) error {
+	if s == nil {
+		snap, err := r.read(ctx, bkeys, co.tags)
+		if err != nil {
+			r.stats.errors.Add(1)
+		}
+		s = &snap
+	}
+	var (
+		env               envelope
+		waits             []wait
+		led, asyncLed     []int
+		ledFl, asyncLedFl []*flight
+		seen              map[string]bool
+	)
+	if len(bkeys) > 1 {
+		seen = make(map[string]bool, len(bkeys))
+	}
+	for i, k := range bkeys {
+		if seen != nil {
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+		}
+		st := r.classify(s.raw[i], s, co, &env)
+		if st != miss && !r.decode(env.payload, func(b []byte) error { return l.Decode(keys[i], r.codec, b) }) {
+			st = miss
+		}
+		switch st {
+		case fresh:
+			r.stats.hits.Add(1)
+		case stale:
+			fl, lead := r.flights.join(k)
+			switch {
+			case !lead:
+				r.stats.staleServed.Add(1)
+			case r.async != nil:
+				r.stats.staleServed.Add(1)
+				asyncLed, asyncLedFl = append(asyncLed, i), append(asyncLedFl, fl)
+			default:
+				led, ledFl = append(led, i), append(ledFl, fl)
+				waits = append(waits, wait{i: i, fl: fl, own: true, stale: true})
+			}
+		case miss:
+			r.stats.misses.Add(1)
+			fl, lead := r.flights.join(k)
+			if lead {
+				led, ledFl = append(led, i), append(ledFl, fl)
+			} else {
+				r.stats.lockWaits.Add(1)
+			}
+			waits = append(waits, wait{i: i, fl: fl, own: lead})
+		}
+	}
+	if len(asyncLed) > 0 {
+		select {
+		case r.async <- struct{}{}:
+			go func() {
+				defer func() { <-r.async }()
+				r.regenerate(ctx, keys, bkeys, asyncLed, asyncLedFl, l, co)
+			}()
+		default:
+			// Every slot is busy: serve stale now, a later caller retries.
+			for j, i := range asyncLed {
+				r.flights.land(bkeys[i], asyncLedFl[j])
+			}
+		}
+	}
+	if len(led) > 0 {
+		go r.regenerate(ctx, keys, bkeys, led, ledFl, l, co)
+	}
+	if len(waits) == 0 {
+		return nil
+	}
+	return r.await(ctx, keys, bkeys, l, co, waits, attempt)
+}
+
+// await collects the results of the flights a caller waits on.
+func (r *Region) await(ctx context.Context, keys, bkeys []string, l Loader, co *callOptions, waits []wait, attempt int) error {
+	var timeout <-chan time.Time
+	if r.waitTimeout > 0 {
+		t := time.NewTimer(r.waitTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var (
+		firstErr  error
+		panicked  *flight
+		retry     []int
+		timedOut  []int
+		stopWaits bool
+	)
+	for _, w := range waits {
+		if stopWaits {
+			timedOut = append(timedOut, w.i)
+			continue
+		}
+		select {
+		case <-w.fl.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout:
+			stopWaits = true
+			timedOut = append(timedOut, w.i)
+			continue
+		}
+		fl := w.fl
+		switch {
+		case fl.panicVal != nil:
+			if w.own {
+				panicked = fl
+			} else if firstErr == nil {
+				firstErr = fmt.Errorf("region %s: key %q: %w: %v", r.name, keys[w.i], ErrCreatorPanicked, fl.panicVal)
+			}
+		case fl.err != nil:
+			if !w.stale && firstErr == nil {
+				firstErr = fl.err
+			}
+			// A caller that holds a stale value keeps it when its
+			// regeneration fails (stale-if-error).
+		case !fl.made:
+			if !w.own && !w.stale {
+				retry = append(retry, w.i)
+			}
+		case w.own && fl.val != nil:
+			l.Adopt(keys[w.i], fl.val)
+		case fl.payload != nil && l.Decode(keys[w.i], r.codec, fl.payload) == nil:
+		default:
+			l.Adopt(keys[w.i], fl.val)
+		}
+	}
+	if panicked != nil {
+		panic(panicked.panicVal)
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	if len(timedOut) > 0 {
+		if r.noWaitFallback {
+			return fmt.Errorf("region %s: key %q: %w", r.name, keys[timedOut[0]], ErrWaitTimeout)
+		}
+		if err := r.createUnlocked(ctx, keys, bkeys, timedOut, l, co); err != nil {
+			return err
+		}
+	}
+	if len(retry) > 0 {
+		if attempt >= maxRetries {
+			return r.createUnlocked(ctx, keys, bkeys, retry, l, co)
+		}
+		sub, subB := make([]string, len(retry)), make([]string, len(retry))
+		for j, i := range retry {
+			sub[j], subB[j] = keys[i], bkeys[i]
+		}
+		return r.load(ctx, sub, subB, l, co, nil, attempt+1)
+	}
+	return nil
+}
+
+// createUnlocked runs the creator for keys whose wait budget ran out, in the
+// caller's own goroutine and context, storing what it makes.
+func (r *Region) createUnlocked(ctx context.Context, keys, bkeys []string, idx []int, l Loader, co *callOptions) error {
+	sub, subB := make([]string, len(idx)), make([]string, len(idx))
+	for j, i := range idx {
+		sub[j], subB[j] = keys[i], bkeys[i]
+	}
+	s, err := r.read(ctx, subB, co.tags)
+	if err == nil {
+		err = r.initStamps(ctx, co.tags, &s)
+	}
+	if err != nil {
+		r.stats.errors.Add(1)
+		s.bypass = true
+	}
+	r.stats.regenerations.Add(1)
+	vals, err := l.Create(ctx, sub)
+	if err != nil {
+		return err
+	}
+	for j, k := range sub {
+		v, ok := vals[k]
+		if !ok {
+			continue
+		}
+		l.Adopt(k, v)
+		r.keep(ctx, subB[j], v, &s, co)
+	}
+	return nil
+}
+
+// keep encodes v and stores it under bkey unless the call says not to; it
+// returns the payload for callers that wait (nil when encoding failed).
+func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, co *callOptions) []byte {
+	payload, err := r.codec.Marshal(v)
+	if err != nil {
+		r.stats.errors.Add(1)
+		return nil
+	}
+	if s.bypass || (co.shouldCache != nil && !co.shouldCache(v)) {
+		r.stats.notStored.Add(1)
+		return payload
+	}
+	ok, err := r.store(ctx, bkey, payload, s, co)
+	if err != nil {
+		r.stats.errors.Add(1)
+	} else if !ok {
+		r.stats.notStored.Add(1)
+	}
+	return payload
+}
+
+// regenerate runs in its own goroutine for the keys at idx, whose flights
+// this call leads. It re-reads them (another caller may have stored a value
+// since), takes the backend's Mutex where there is one, runs the creator once
+// for every key still without a value, stores the results and lands the
+// flights.
+func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx []int, fls []*flight, l Loader, co *callOptions) {
+	ctx := context.WithoutCancel(callerCtx)
+	var cancel context.CancelFunc = func() {}
+	if r.creatorTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, r.creatorTimeout)
+	}
+	var locks []Mutex
+	defer func() {
+		if p := recover(); p != nil {
+			stack := debug.Stack()
+			for _, fl := range fls {
+				fl.panicVal, fl.stack = p, stack
+			}
+		}
+		for _, m := range locks {
+			_ = m.Unlock(context.WithoutCancel(ctx))
+		}
+		cancel()
+		for j, i := range idx {
+			r.flights.land(bkeys[i], fls[j])
+		}
+	}()
+
+	sub := make([]string, len(idx))
+	for j, i := range idx {
+		sub[j] = bkeys[i]
+	}
+	s, err := r.read(ctx, sub, co.tags)
+	if err != nil {
+		r.stats.errors.Add(1)
+	}
+	// todo collects the flights that still need the creator.
+	var todo []int // positions in idx
+	var env envelope
+	for j := range idx {
+		if r.classify(s.raw[j], &s, co, &env) == fresh {
+			fls[j].payload, fls[j].made = append([]byte(nil), env.payload...), true
+			continue
+		}
+		todo = append(todo, j)
+	}
+	todo, locks = r.lockAll(ctx, bkeys, idx, todo, fls, co)
+	if len(todo) == 0 {
+		return
+	}
+	if len(locks) > 0 {
+		// The lock may have been taken after another process stored a value:
+		// read again so we never regenerate what is already there.
+		sub = sub[:0]
+		for _, j := range todo {
+			sub = append(sub, bkeys[idx[j]])
+		}
+		s, err = r.read(ctx, sub, co.tags)
+		if err != nil {
+			r.stats.errors.Add(1)
+		}
+		kept := todo[:0]
+		for n, j := range todo {
+			if r.classify(s.raw[n], &s, co, &env) == fresh {
+				fls[j].payload, fls[j].made = append([]byte(nil), env.payload...), true
+				continue
+			}
+			kept = append(kept, j)
+		}
+		todo = kept
+		if len(todo) == 0 {
+			return
+		}
+	}
+	if err == nil {
+		err = r.initStamps(ctx, co.tags, &s)
+	}
+	if err != nil {
+		r.stats.errors.Add(1)
+		s.bypass = true // unsure what the tags hold: serve the value, store nothing
+	}
+	names := make([]string, len(todo))
+	for n, j := range todo {
+		names[n] = keys[idx[j]]
+	}
+	r.stats.regenerations.Add(1)
+	vals, cerr := l.Create(ctx, names)
+	if cerr != nil {
+		for _, j := range todo {
+			fls[j].err = cerr
+		}
+		return
+	}
+	for n, j := range todo {
+		v, ok := vals[names[n]]
+		if !ok {
+			continue
+		}
+		fls[j].val, fls[j].made = v, true
+		fls[j].payload = r.keep(ctx, bkeys[idx[j]], v, &s, co)
+	}
+}
+
+// lockAll takes the backend Mutex of each key in todo. A key whose Mutex is
+// held elsewhere is dropped from todo if its caller holds a stale value (it
+// is served); for a missing value the caller waits for the holder, re-reads,
+// and either finds the value, takes the lock, or, once the wait budget is
+// spent, runs the creator unlocked.
+func (r *Region) lockAll(ctx context.Context, bkeys []string, idx, todo []int, fls []*flight, co *callOptions) (kept []int, locks []Mutex) {
+	kept = todo[:0:0]
+	for _, j := range todo {
+		k := bkeys[idx[j]]
+		m := r.backend.Mutex(k)
+		if m == nil {
+			kept = append(kept, j)
+			continue
+		}
+		ok, found := r.acquire(ctx, k, m, co, fls[j])
+		if found {
+			continue
+		}
+		if ok {
+			locks = append(locks, m)
+			kept = append(kept, j)
+			continue
+		}
+		if !r.noWaitFallback {
+			kept = append(kept, j) // budget spent: make it ourselves, unlocked
+		}
+	}
+	return kept, locks
+}
+
+// acquire tries to take m for k; while another process holds it, it waits
+// for that holder and re-reads k. found reports that a fresh value (or, for a
+// stale caller, the holder's regeneration) makes creation unnecessary.
+func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions, fl *flight) (ok, found bool) {
+	deadline := time.Now().Add(r.waitTimeout)
+	var env envelope
+	for {
+		ok, err := m.TryLock(ctx)
+		if err != nil {
+			// The lock service is down: the store is probably down too, so
+			// the value is made without it rather than not at all.
+			r.stats.errors.Add(1)
+			return false, false
+		}
+		if ok {
+			return true, false
+		}
+		s, err := r.read(ctx, []string{k}, co.tags)
+		if err == nil {
+			switch r.classify(s.raw[0], &s, co, &env) {
+			case fresh:
+				fl.payload, fl.made = append([]byte(nil), env.payload...), true
+				return false, true
+			case stale:
+				// Another process is regenerating a stale value: its
+				// callers are served the stale one, as ours are.
+				return false, true
+			}
+		}
+		if r.waitTimeout > 0 && time.Now().After(deadline) {
+			return false, false
+		}
+		r.stats.lockWaits.Add(1)
+		wctx, cancel := ctx, context.CancelFunc(func() {})
+		if r.waitTimeout > 0 {
+			wctx, cancel = context.WithDeadline(ctx, deadline)
+		}
+		_ = m.Wait(wctx)
+		cancel()
+	}
+}

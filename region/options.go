@@ -1,0 +1,117 @@
+package region
+
+import "time"
+
+// Option configures a Region.
+type Option func(*Region)
+
+// WithName names the region. The name prefixes every key the region stores,
+// so regions that share a backend never see each other's entries.
+// The default name is "default".
+func WithName(name string) Option { return func(r *Region) { r.name = name } }
+
+// WithExpiration sets how long a value stays fresh. After that it is stale:
+// one caller regenerates it while the others are served the stale value.
+// Zero, the default, means values never expire.
+func WithExpiration(d time.Duration) Option { return func(r *Region) { r.expiration = d } }
+
+// WithStaleTTL sets how long a value is kept past its expiration so that it
+// can be served stale during regeneration; it is added to the expiration to
+// give the backend's hard time to live. The default equals the expiration.
+func WithStaleTTL(d time.Duration) Option {
+	return func(r *Region) { r.staleTTL = d; r.staleSet = true }
+}
+
+// WithKeyMangler transforms every caller key before it reaches the backend,
+// for backends with limits on key length or characters. See HashMangler.
+func WithKeyMangler(m func(key string) string) Option {
+	return func(r *Region) { r.mangle = m }
+}
+
+// WithCodec sets how values are encoded. The default is MsgpackCodec.
+func WithCodec(c Codec) Option { return func(r *Region) { r.codec = c } }
+
+// WithAsyncRegeneration makes even the caller that finds an expired value
+// return it at once, while the new value is made in the background. At most
+// maxConcurrent regenerations run at a time across the region (and never two
+// for one key); when all slots are busy the stale value is served and a later
+// caller tries again. Values that are missing still block their callers.
+func WithAsyncRegeneration(maxConcurrent int) Option {
+	return func(r *Region) {
+		if maxConcurrent < 1 {
+			maxConcurrent = 1
+		}
+		r.async = make(chan struct{}, maxConcurrent)
+	}
+}
+
+// WithCreatorTimeout bounds each run of a creator. The creator runs on a
+// context detached from any one caller's cancellation (it keeps the first
+// caller's values), so this timeout is what ends a creator that hangs.
+// Zero, the default, sets no bound beyond the wait timeout.
+func WithCreatorTimeout(d time.Duration) Option { return func(r *Region) { r.creatorTimeout = d } }
+
+// WithWaitTimeout bounds how long a caller waits for a value that another
+// caller (in this process or, with a distributed backend, in another one) is
+// making. When it runs out the caller runs the creator itself, unless
+// WithoutWaitFallback is set, in which case it gets ErrWaitTimeout.
+// The default is one minute.
+func WithWaitTimeout(d time.Duration) Option { return func(r *Region) { r.waitTimeout = d } }
+
+// WithoutWaitFallback makes a caller whose wait timeout runs out return
+// ErrWaitTimeout instead of running the creator itself.
+func WithoutWaitFallback() Option { return func(r *Region) { r.noWaitFallback = true } }
+
+// WithInvalidationLease sets how long an entry filled while an invalidation
+// is in progress on one of its tags (see PreInvalidateTags) may live. It
+// bounds how long a process that dies between its commit and its
+// invalidation can leave stale entries behind. The default is 10 seconds.
+func WithInvalidationLease(d time.Duration) Option { return func(r *Region) { r.lease = d } }
+
+// WithClock replaces time.Now, for tests that move time by hand.
+func WithClock(now func() time.Time) Option { return func(r *Region) { r.now = now } }
+
+// CallOption changes one call of GetOrCreate, GetOrCreateMulti, Load, Get
+// or Set.
+type CallOption func(*callOptions)
+
+type callOptions struct {
+	expiration    time.Duration // meaningful when expirationSet
+	expirationSet bool
+	ignoreExpiry  bool
+	shouldCache   func(any) bool
+	tags          []string
+}
+
+// NeverExpire is the expiration override meaning "never stale".
+const NeverExpire time.Duration = -1
+
+// ExpireAfter overrides the region's expiration for this call: for the
+// freshness check of what it reads and for what it stores. Pass NeverExpire
+// for values that never go stale.
+func ExpireAfter(d time.Duration) CallOption {
+	return func(o *callOptions) { o.expiration, o.expirationSet = d, true }
+}
+
+// IgnoreExpiration treats any value present as fresh, however old, and
+// ignores soft invalidation. Hard invalidation and tag invalidation still
+// apply: they mean the data changed.
+func IgnoreExpiration() CallOption { return func(o *callOptions) { o.ignoreExpiry = true } }
+
+// ShouldCache stores a created value only when keep returns true; the value
+// is returned to the callers either way.
+func ShouldCache[T any](keep func(T) bool) CallOption {
+	return func(o *callOptions) {
+		o.shouldCache = func(v any) bool {
+			t, ok := v.(T)
+			return ok && keep(t)
+		}
+	}
+}
+
+// WithTags makes the values of this call depend on tags: InvalidateTags on
+// any of them turns every value stored with it into a miss, in every process
+// that shares the backend. The GORM plugin uses table names as tags.
+func WithTags(tags ...string) CallOption {
+	return func(o *callOptions) { o.tags = append(o.tags, tags...) }
+}

@@ -1,0 +1,393 @@
+// Package region is a cache region in the manner of Python's dogpile.cache:
+// a backend plus expiration, invalidation, a codec and the dogpile lock, so
+// that when a value is missing or expired exactly one caller makes it again
+// while the others wait for it or are served the stale one.
+//
+// A Region works on its own; the GORM plugin in the parent package builds on
+// it. The lock algorithm is in lock.go, the envelope format in envelope.go
+// and the tag-invalidation protocol in tags.go.
+package region
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// Region is a named cache over a Backend. It is safe for concurrent use.
+type Region struct {
+	// Set by New and its options; read-only afterwards.
+	backend        Backend
+	name           string
+	prefix         string // name + ":"; starts every key the region stores
+	invKey         string // holds the region's hard and soft invalidation times
+	expiration     time.Duration
+	staleTTL       time.Duration
+	staleSet       bool
+	mangle         func(string) string
+	codec          Codec
+	async          chan struct{} // nil: regenerate synchronously; else a slot per running async regeneration
+	creatorTimeout time.Duration
+	waitTimeout    time.Duration
+	noWaitFallback bool
+	lease          time.Duration
+	now            func() time.Time
+
+	flights flights
+
+	// unconfirmed holds tags whose invalidation could not be written to the
+	// backend; see tags.go.
+	unconfirmed unconfirmedTags
+
+	stats counters
+}
+
+// New returns a region that keeps its values in backend.
+func New(backend Backend, opts ...Option) *Region {
+	r := &Region{
+		backend:     backend,
+		name:        "default",
+		codec:       MsgpackCodec{},
+		waitTimeout: time.Minute,
+		lease:       10 * time.Second,
+		now:         time.Now,
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	if !r.staleSet {
+		r.staleTTL = r.expiration
+	}
+	r.prefix = r.name + ":"
+	r.invKey = r.prefix + "inv"
+	r.flights.m = make(map[string]*flight)
+	r.unconfirmed.r = r
+	return r
+}
+
+// Name returns the region's name.
+func (r *Region) Name() string { return r.name }
+
+// Codec returns the codec the region encodes values with.
+func (r *Region) Codec() Codec { return r.codec }
+
+// Backend returns the region's backend.
+func (r *Region) Backend() Backend { return r.backend }
+
+// Expiration returns the region's default expiration; zero means never.
+func (r *Region) Expiration() time.Duration { return r.expiration }
+
+// Errors returned by a Region.
+var (
+	// ErrWaitTimeout is returned when a caller waited longer than the wait
+	// timeout for another caller's value and WithoutWaitFallback is set.
+	ErrWaitTimeout = errors.New("region: timed out waiting for another caller's value")
+	// ErrCreatorPanicked is returned to the callers that waited on a creator
+	// that panicked; the caller whose creator it was gets the panic itself.
+	ErrCreatorPanicked = errors.New("region: creator panicked")
+)
+
+// entryKey is the backend key of a caller's key.
+func (r *Region) entryKey(key string) string {
+	if r.mangle != nil {
+		key = r.mangle(key)
+	}
+	return r.prefix + "k:" + key
+}
+
+// state is what a read found for one key.
+type state uint8
+
+const (
+	miss  state = iota // nothing usable: wait for or run the creator
+	fresh              // serve it
+	stale              // serve it, and one caller regenerates
+)
+
+// invalidation is the region-wide invalidation record: values created before
+// hard are misses, before soft are stale (dogpile's timestamp rule).
+type invalidation struct{ hard, soft int64 }
+
+func parseInvalidation(b []byte) invalidation {
+	if len(b) != 16 {
+		return invalidation{}
+	}
+	return invalidation{int64(binary.BigEndian.Uint64(b)), int64(binary.BigEndian.Uint64(b[8:]))}
+}
+
+func (iv invalidation) bytes() []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(iv.hard))
+	return binary.BigEndian.AppendUint64(b, uint64(iv.soft))
+}
+
+// snapshot is one round trip's view of some entries and what decides their
+// validity: the region's invalidation record and the entries' tags.
+type snapshot struct {
+	raw     [][]byte // per entry key; nil when missing
+	inv     invalidation
+	stamps  [][]byte // current value of each tag; nil when the tag has no counter yet
+	pending bool     // an invalidation is in progress on one of the tags
+	bypass  bool     // a tag's invalidation is unconfirmed: neither serve nor store
+	now     int64
+}
+
+// read fetches entry keys together with the invalidation record and the tag
+// counters in one backend call.
+func (r *Region) read(ctx context.Context, keys []string, tags []string) (snapshot, error) {
+	all := make([]string, 0, len(keys)+1+2*len(tags))
+	all = append(all, keys...)
+	all = append(all, r.invKey)
+	for _, t := range tags {
+		all = append(all, r.tagKey(t))
+	}
+	for _, t := range tags {
+		all = append(all, r.pendingKey(t))
+	}
+	vals, err := r.backend.GetMulti(ctx, all)
+	s := snapshot{now: r.now().UnixNano()}
+	if err != nil || len(vals) != len(all) {
+		if err == nil {
+			err = fmt.Errorf("region: backend returned %d values for %d keys", len(vals), len(all))
+		}
+		s.raw = make([][]byte, len(keys))
+		s.stamps = make([][]byte, len(tags))
+		s.bypass = len(tags) > 0 && r.unconfirmed.any(tags)
+		return s, err
+	}
+	n := len(keys)
+	s.raw = vals[:n:n]
+	s.inv = parseInvalidation(vals[n])
+	s.stamps = vals[n+1 : n+1+len(tags)]
+	for _, p := range vals[n+1+len(tags):] {
+		if p != nil {
+			s.pending = true
+		}
+	}
+	s.bypass = len(tags) > 0 && r.unconfirmed.any(tags)
+	return s, nil
+}
+
+// classify decides what raw means for a caller with options co. It fills env.
+func (r *Region) classify(raw []byte, s *snapshot, co *callOptions, env *envelope) state {
+	if raw == nil || s.bypass {
+		return miss
+	}
+	if err := env.unmarshal(raw); err != nil {
+		if !errors.Is(err, errOldEnvelope) {
+			r.stats.decodeFailures.Add(1)
+		}
+		return miss
+	}
+	if env.created < s.inv.hard || len(env.stamps) != len(s.stamps) {
+		return miss
+	}
+	for i, st := range s.stamps {
+		if st == nil || !bytes.Equal(st, env.stamps[i]) {
+			return miss
+		}
+	}
+	if co != nil && co.ignoreExpiry {
+		return fresh
+	}
+	if env.created < s.inv.soft {
+		return stale
+	}
+	if co != nil && co.expirationSet {
+		if co.expiration >= 0 && s.now-env.created > int64(co.expiration) {
+			return stale
+		}
+		return fresh
+	}
+	if env.expires != 0 && s.now > env.expires {
+		return stale
+	}
+	return fresh
+}
+
+// decode fills dst from the entry's payload; a failure is counted and makes
+// the entry a miss.
+func (r *Region) decode(payload []byte, dst func([]byte) error) bool {
+	if err := dst(payload); err != nil {
+		r.stats.decodeFailures.Add(1)
+		return false
+	}
+	return true
+}
+
+// lifetimes returns the soft expiry to record and the backend TTL for a value
+// created at now under co; pending caps both at the invalidation lease.
+func (r *Region) lifetimes(now int64, co *callOptions, pending bool) (expires int64, ttl time.Duration) {
+	exp := r.expiration
+	if co != nil && co.expirationSet {
+		exp = co.expiration
+	}
+	if exp > 0 {
+		expires = now + int64(exp)
+		stale := r.staleTTL
+		if !r.staleSet || stale <= 0 {
+			stale = exp
+		}
+		ttl = exp + stale
+	}
+	if pending {
+		if ttl == 0 || ttl > r.lease {
+			ttl = r.lease
+		}
+		if expires == 0 || expires > now+int64(r.lease) {
+			expires = now + int64(r.lease)
+		}
+	}
+	return expires, ttl
+}
+
+// Get decodes the fresh value stored under key into dst, a non-nil pointer,
+// and reports whether there was one. It never locks and never regenerates:
+// an expired, invalidated or undecodable value is reported as not found.
+func (r *Region) Get(ctx context.Context, key string, dst any, opts ...CallOption) (bool, error) {
+	co := collect(opts)
+	s, err := r.read(ctx, []string{r.entryKey(key)}, co.tags)
+	if err != nil {
+		r.stats.errors.Add(1)
+		return false, fmt.Errorf("region %s: get %q: %w", r.name, key, err)
+	}
+	var env envelope
+	if r.classify(s.raw[0], &s, co, &env) != fresh {
+		r.stats.misses.Add(1)
+		return false, nil
+	}
+	if !r.decode(env.payload, func(b []byte) error { return r.codec.Unmarshal(b, dst) }) {
+		r.stats.misses.Add(1)
+		return false, nil
+	}
+	r.stats.hits.Add(1)
+	return true, nil
+}
+
+// Set stores v under key, created now, without locking.
+func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption) error {
+	co := collect(opts)
+	payload, err := r.codec.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("region %s: set %q: encode: %w", r.name, key, err)
+	}
+	s, err := r.read(ctx, nil, co.tags)
+	if err == nil {
+		err = r.initStamps(ctx, co.tags, &s)
+	}
+	if err != nil {
+		r.stats.errors.Add(1)
+		return fmt.Errorf("region %s: set %q: %w", r.name, key, err)
+	}
+	if s.bypass {
+		return nil
+	}
+	if _, err := r.store(ctx, r.entryKey(key), payload, &s, co); err != nil {
+		r.stats.errors.Add(1)
+		return fmt.Errorf("region %s: set %q: %w", r.name, key, err)
+	}
+	return nil
+}
+
+// store writes payload under the backend key k, stamped with the tag values
+// in s, and only while those tags still hold them.
+func (r *Region) store(ctx context.Context, k string, payload []byte, s *snapshot, co *callOptions) (bool, error) {
+	now := r.now().UnixNano()
+	expires, ttl := r.lifetimes(now, co, s.pending)
+	env := envelope{created: now, expires: expires, stamps: s.stamps, payload: payload}
+	item := Item{Key: k, Value: env.marshal(), TTL: ttl}
+	if len(co.tags) == 0 {
+		return true, r.backend.SetMulti(ctx, []Item{item})
+	}
+	guards := make([]Guard, len(co.tags))
+	for i, t := range co.tags {
+		guards[i] = Guard{Key: r.tagKey(t), Value: s.stamps[i]}
+	}
+	return r.backend.SetIf(ctx, item, guards)
+}
+
+// Delete removes the value stored under key.
+func (r *Region) Delete(ctx context.Context, key string) error {
+	if err := r.backend.Delete(ctx, r.entryKey(key)); err != nil {
+		r.stats.errors.Add(1)
+		return fmt.Errorf("region %s: delete %q: %w", r.name, key, err)
+	}
+	return nil
+}
+
+// Invalidate invalidates every value created before now, in every process
+// that shares the backend. Hard invalidation makes them misses: callers wait
+// for a new value. Soft invalidation makes them stale: one caller
+// regenerates while the others are served the old value. Soft invalidation
+// works without an expiration time too.
+func (r *Region) Invalidate(ctx context.Context, hard bool) error {
+	for attempt := 0; ; attempt++ {
+		vals, err := r.backend.GetMulti(ctx, []string{r.invKey})
+		if err != nil {
+			r.stats.errors.Add(1)
+			return fmt.Errorf("region %s: invalidate: %w", r.name, err)
+		}
+		var old []byte
+		if len(vals) == 1 {
+			old = vals[0]
+		}
+		iv := parseInvalidation(old)
+		now := r.now().UnixNano()
+		if hard {
+			iv.hard = now
+		} else {
+			iv.soft = now
+		}
+		ok, err := r.backend.SetIf(ctx, Item{Key: r.invKey, Value: iv.bytes()}, []Guard{{Key: r.invKey, Value: old}})
+		if err != nil {
+			r.stats.errors.Add(1)
+			return fmt.Errorf("region %s: invalidate: %w", r.name, err)
+		}
+		if ok || attempt == 10 {
+			if !ok {
+				// Ten concurrent invalidations in a row: write ours regardless.
+				if err := r.backend.SetMulti(ctx, []Item{{Key: r.invKey, Value: iv.bytes()}}); err != nil {
+					return fmt.Errorf("region %s: invalidate: %w", r.name, err)
+				}
+			}
+			return nil
+		}
+	}
+}
+
+// Stats counts what the region did since it was made.
+type Stats struct {
+	Hits           int64 // fresh values served
+	Misses         int64 // calls that found no usable value
+	StaleServed    int64 // expired or soft-invalidated values served during regeneration
+	Regenerations  int64 // creator runs
+	LockWaits      int64 // callers that waited for another caller's value
+	DecodeFailures int64 // stored values that could not be read back (treated as misses)
+	Errors         int64 // backend errors (never returned by GetOrCreate: they cost a miss)
+	NotStored      int64 // created values not stored: should-cache false, or tags changed meanwhile
+}
+
+type counters struct {
+	hits, misses, staleServed, regenerations, lockWaits, decodeFailures, errors, notStored atomic.Int64
+}
+
+// Stats returns a snapshot of the region's counters.
+func (r *Region) Stats() Stats {
+	c := &r.stats
+	return Stats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), StaleServed: c.staleServed.Load(),
+		Regenerations: c.regenerations.Load(), LockWaits: c.lockWaits.Load(),
+		DecodeFailures: c.decodeFailures.Load(), Errors: c.errors.Load(), NotStored: c.notStored.Load(),
+	}
+}
+
+func collect(opts []CallOption) *callOptions {
+	co := &callOptions{}
+	for _, o := range opts {
+		o(co)
+	}
+	return co
+}

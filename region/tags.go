@@ -1,0 +1,173 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The tag-invalidation protocol. A value stored WithTags records, in its
+// envelope, the counter of each tag as read before its creator ran (its
+// stamps). Every read fetches the entry and the counters in one backend call;
+// a stamp that differs from its counter, or a counter that is missing, makes
+// the entry a miss. Invalidating a tag increments its counter, so every value
+// that depended on it is dead at once in every process that shares the
+// backend, without finding or deleting the entries. Because stamps are taken
+// before the creator reads its source, a value made from data older than an
+// invalidation can never carry the counter that invalidation wrote.
+//
+// A writer that cannot invalidate atomically with its commit does it twice:
+// PreInvalidateTags just before the commit marks the tags pending for the
+// invalidation lease and bumps them; InvalidateTags just after bumps them
+// again. Values filled while a tag is pending live no longer than the lease,
+// so a writer that dies between its commit and its second bump leaves stale
+// values behind for at most the lease.
+//
+// An invalidation that cannot be written (the backend is down) is kept and
+// retried in the background; until it lands, values depending on its tags are
+// neither served nor stored.
+
+func (r *Region) tagKey(tag string) string     { return r.prefix + "t:" + tag }
+func (r *Region) pendingKey(tag string) string { return r.prefix + "p:" + tag }
+
+// initStamps gives every tag in s that has no counter yet a fresh one, so the
+// value about to be made carries stamps that a later invalidation changes.
+func (r *Region) initStamps(ctx context.Context, tags []string, s *snapshot) error {
+	for i, st := range s.stamps {
+		if st != nil {
+			continue
+		}
+		n, err := r.backend.Incr(ctx, r.tagKey(tags[i]))
+		if err != nil {
+			return fmt.Errorf("init tag %q: %w", tags[i], err)
+		}
+		s.stamps[i] = []byte(strconv.FormatInt(n, 10))
+	}
+	return nil
+}
+
+// InvalidateTags makes every value stored with any of tags a miss, in every
+// process that shares the backend. If the backend cannot be written, the
+// invalidation is retried in the background until it lands, values depending
+// on those tags are bypassed meanwhile, and the error is returned.
+func (r *Region) InvalidateTags(ctx context.Context, tags ...string) error {
+	return r.bump(ctx, tags, false)
+}
+
+// PreInvalidateTags is the first half of a two-phase invalidation around a
+// commit: it marks tags as being invalidated for the invalidation lease and
+// invalidates them. Call InvalidateTags after the commit.
+func (r *Region) PreInvalidateTags(ctx context.Context, tags ...string) error {
+	return r.bump(ctx, tags, true)
+}
+
+func (r *Region) bump(ctx context.Context, tags []string, pending bool) error {
+	var errs []error
+	if pending {
+		items := make([]Item, len(tags))
+		for i, t := range tags {
+			items[i] = Item{Key: r.pendingKey(t), Value: []byte{1}, TTL: r.lease}
+		}
+		if err := r.backend.SetMulti(ctx, items); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, t := range tags {
+		if _, err := r.backend.Incr(ctx, r.tagKey(t)); err != nil {
+			r.unconfirmed.add(t)
+			errs = append(errs, fmt.Errorf("tag %q: %w", t, err))
+			continue
+		}
+		r.unconfirmed.remove(t)
+	}
+	if len(errs) > 0 {
+		r.stats.errors.Add(1)
+		return fmt.Errorf("region %s: invalidate tags: %w", r.name, errors.Join(errs...))
+	}
+	return nil
+}
+
+// unconfirmedTags are tags whose invalidation did not reach the backend.
+type unconfirmedTags struct {
+	r *Region // set by New
+
+	// has mirrors len(tags) > 0 so that the common case, nothing
+	// unconfirmed, costs one atomic load on the read path.
+	has atomic.Bool
+
+	mu      sync.Mutex
+	tags    map[string]struct{} // guarded by mu
+	retrier bool                // guarded by mu; a retry goroutine is running
+}
+
+func (u *unconfirmedTags) add(tag string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.tags == nil {
+		u.tags = make(map[string]struct{})
+	}
+	u.tags[tag] = struct{}{}
+	u.has.Store(true)
+	if !u.retrier {
+		u.retrier = true
+		go u.retry()
+	}
+}
+
+func (u *unconfirmedTags) remove(tag string) {
+	if !u.has.Load() {
+		return
+	}
+	u.mu.Lock()
+	delete(u.tags, tag)
+	u.has.Store(len(u.tags) > 0)
+	u.mu.Unlock()
+}
+
+// any reports whether one of tags has an unconfirmed invalidation.
+func (u *unconfirmedTags) any(tags []string) bool {
+	if !u.has.Load() {
+		return false
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, t := range tags {
+		if _, ok := u.tags[t]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// retry bumps every unconfirmed tag with backoff until all have landed.
+func (u *unconfirmedTags) retry() {
+	delay := 50 * time.Millisecond
+	for {
+		time.Sleep(delay)
+		u.mu.Lock()
+		tags := make([]string, 0, len(u.tags))
+		for t := range u.tags {
+			tags = append(tags, t)
+		}
+		if len(tags) == 0 {
+			u.retrier = false
+			u.mu.Unlock()
+			return
+		}
+		u.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		for _, t := range tags {
+			if _, err := u.r.backend.Incr(ctx, u.r.tagKey(t)); err == nil {
+				u.remove(t)
+			}
+		}
+		cancel()
+		if delay < 2*time.Second {
+			delay *= 2
+		}
+	}
+}
