@@ -73,5 +73,14 @@ type Mutex interface {
 	Wait(ctx context.Context) error
 }
 
+// Fencer is implemented by a Mutex that can fence writes: while the lock is
+// held, Fence returns a guard that holds only as long as the lock is still
+// this Mutex's. The Region adds it to the guards of the value it stores under
+// the lock, so a creator whose lock expired and passed to another process
+// never overwrites that process's value.
+type Fencer interface {
+	Fence() Guard
+}
+
 // ErrNotStored is returned by Set when the backend refused the write.
 var ErrNotStored = errors.New("region: value not stored")

@@ -15,6 +15,8 @@ const envelopeVersion = 1
 //	byte     format version
 //	int64    created, Unix nanoseconds (big-endian)
 //	int64    expires, Unix nanoseconds; 0 never (big-endian)
+//	int64    dies, Unix nanoseconds; 0 never (big-endian): past it the
+//	         value is a miss, not stale (the invalidation lease)
 //	uvarint  number of stamps, then each stamp as uvarint length + bytes
 //	rest     payload, as the codec wrote it
 //
@@ -23,6 +25,7 @@ const envelopeVersion = 1
 type envelope struct {
 	created int64
 	expires int64
+	dies    int64
 	stamps  [][]byte
 	payload []byte
 }
@@ -31,7 +34,7 @@ var errBadEnvelope = errors.New("region: malformed entry")
 var errOldEnvelope = errors.New("region: entry of another format version")
 
 func (e *envelope) marshal() []byte {
-	n := 1 + 16 + binary.MaxVarintLen64 + len(e.payload)
+	n := 1 + 24 + binary.MaxVarintLen64 + len(e.payload)
 	for _, s := range e.stamps {
 		n += binary.MaxVarintLen64 + len(s)
 	}
@@ -39,6 +42,7 @@ func (e *envelope) marshal() []byte {
 	b = append(b, envelopeVersion)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.created))
 	b = binary.BigEndian.AppendUint64(b, uint64(e.expires))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.dies))
 	b = binary.AppendUvarint(b, uint64(len(e.stamps)))
 	for _, s := range e.stamps {
 		b = binary.AppendUvarint(b, uint64(len(s)))
@@ -55,12 +59,13 @@ func (e *envelope) unmarshal(b []byte) error {
 	if b[0] != envelopeVersion {
 		return errOldEnvelope
 	}
-	if len(b) < 17 {
+	if len(b) < 25 {
 		return errBadEnvelope
 	}
 	e.created = int64(binary.BigEndian.Uint64(b[1:]))
 	e.expires = int64(binary.BigEndian.Uint64(b[9:]))
-	b = b[17:]
+	e.dies = int64(binary.BigEndian.Uint64(b[17:]))
+	b = b[25:]
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(len(b)) {
 		return errBadEnvelope

@@ -299,14 +299,14 @@ func (r *Region) createUnlocked(ctx context.Context, keys, bkeys []string, idx [
 			continue
 		}
 		l.Adopt(k, v)
-		r.keep(ctx, subB[j], v, &s, co)
+		r.keep(ctx, subB[j], v, &s, co, nil)
 	}
 	return nil
 }
 
 // keep encodes v and stores it under bkey unless the call says not to; it
 // returns the payload for callers that wait (nil when encoding failed).
-func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, co *callOptions) []byte {
+func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, co *callOptions, lock Mutex) []byte {
 	payload, err := r.codec.Marshal(v)
 	if err != nil {
 		r.stats.errors.Add(1)
@@ -316,7 +316,12 @@ func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, co *
 		r.stats.notStored.Add(1)
 		return payload
 	}
-	ok, err := r.store(ctx, bkey, payload, s, co)
+	var fence *Guard
+	if f, ok := lock.(Fencer); ok {
+		g := f.Fence()
+		fence = &g
+	}
+	ok, err := r.store(ctx, bkey, payload, s, co, fence)
 	if err != nil {
 		r.stats.errors.Add(1)
 	} else if !ok {
@@ -336,7 +341,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 	if r.creatorTimeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, r.creatorTimeout)
 	}
-	var locks []Mutex
+	var locks map[string]Mutex // by backend key; held until the flights land
 	defer func() {
 		if p := recover(); p != nil {
 			stack := debug.Stack()
@@ -424,7 +429,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 			continue
 		}
 		fls[j].val, fls[j].made = v, true
-		fls[j].payload = r.keep(ctx, bkeys[idx[j]], v, &s, co)
+		fls[j].payload = r.keep(ctx, bkeys[idx[j]], v, &s, co, locks[bkeys[idx[j]]])
 	}
 }
 
@@ -433,7 +438,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 // is served); for a missing value the caller waits for the holder, re-reads,
 // and either finds the value, takes the lock, or, once the wait budget is
 // spent, runs the creator unlocked.
-func (r *Region) lockAll(ctx context.Context, bkeys []string, idx, todo []int, fls []*flight, co *callOptions) (kept []int, locks []Mutex) {
+func (r *Region) lockAll(ctx context.Context, bkeys []string, idx, todo []int, fls []*flight, co *callOptions) (kept []int, locks map[string]Mutex) {
 	kept = todo[:0:0]
 	for _, j := range todo {
 		k := bkeys[idx[j]]
@@ -447,7 +452,10 @@ func (r *Region) lockAll(ctx context.Context, bkeys []string, idx, todo []int, f
 			continue
 		}
 		if ok {
-			locks = append(locks, m)
+			if locks == nil {
+				locks = make(map[string]Mutex)
+			}
+			locks[k] = m
 			kept = append(kept, j)
 			continue
 		}

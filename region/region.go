@@ -182,7 +182,7 @@ func (r *Region) classify(raw []byte, s *snapshot, co *callOptions, env *envelop
 		}
 		return miss
 	}
-	if env.created < s.inv.hard || len(env.stamps) != len(s.stamps) {
+	if env.created < s.inv.hard || len(env.stamps) != len(s.stamps) || (env.dies != 0 && s.now > env.dies) {
 		return miss
 	}
 	for i, st := range s.stamps {
@@ -218,9 +218,10 @@ func (r *Region) decode(payload []byte, dst func([]byte) error) bool {
 	return true
 }
 
-// lifetimes returns the soft expiry to record and the backend TTL for a value
-// created at now under co; pending caps both at the invalidation lease.
-func (r *Region) lifetimes(now int64, co *callOptions, pending bool) (expires int64, ttl time.Duration) {
+// lifetimes returns the soft expiry, the hard deadline and the backend TTL
+// for a value created at now under co. While an invalidation is pending on
+// its tags, the value dies at the end of the invalidation lease.
+func (r *Region) lifetimes(now int64, co *callOptions, pending bool) (expires, dies int64, ttl time.Duration) {
 	exp := r.expiration
 	if co != nil && co.expirationSet {
 		exp = co.expiration
@@ -234,14 +235,15 @@ func (r *Region) lifetimes(now int64, co *callOptions, pending bool) (expires in
 		ttl = exp + stale
 	}
 	if pending {
+		dies = now + int64(r.lease)
 		if ttl == 0 || ttl > r.lease {
 			ttl = r.lease
 		}
-		if expires == 0 || expires > now+int64(r.lease) {
-			expires = now + int64(r.lease)
+		if expires == 0 || expires > dies {
+			expires = dies
 		}
 	}
-	return expires, ttl
+	return expires, dies, ttl
 }
 
 // Get decodes the fresh value stored under key into dst, a non-nil pointer,
@@ -285,7 +287,7 @@ func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption)
 	if s.bypass {
 		return nil
 	}
-	if _, err := r.store(ctx, r.entryKey(key), payload, &s, co); err != nil {
+	if _, err := r.store(ctx, r.entryKey(key), payload, &s, co, nil); err != nil {
 		r.stats.errors.Add(1)
 		return fmt.Errorf("region %s: set %q: %w", r.name, key, err)
 	}
@@ -294,17 +296,20 @@ func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption)
 
 // store writes payload under the backend key k, stamped with the tag values
 // in s, and only while those tags still hold them.
-func (r *Region) store(ctx context.Context, k string, payload []byte, s *snapshot, co *callOptions) (bool, error) {
+func (r *Region) store(ctx context.Context, k string, payload []byte, s *snapshot, co *callOptions, fence *Guard) (bool, error) {
 	now := r.now().UnixNano()
-	expires, ttl := r.lifetimes(now, co, s.pending)
-	env := envelope{created: now, expires: expires, stamps: s.stamps, payload: payload}
+	expires, dies, ttl := r.lifetimes(now, co, s.pending)
+	env := envelope{created: now, expires: expires, dies: dies, stamps: s.stamps, payload: payload}
 	item := Item{Key: k, Value: env.marshal(), TTL: ttl}
-	if len(co.tags) == 0 {
+	if len(co.tags) == 0 && fence == nil {
 		return true, r.backend.SetMulti(ctx, []Item{item})
 	}
-	guards := make([]Guard, len(co.tags))
+	guards := make([]Guard, len(co.tags), len(co.tags)+1)
 	for i, t := range co.tags {
 		guards[i] = Guard{Key: r.tagKey(t), Value: s.stamps[i]}
+	}
+	if fence != nil {
+		guards = append(guards, *fence)
 	}
 	return r.backend.SetIf(ctx, item, guards)
 }

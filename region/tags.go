@@ -31,8 +31,10 @@ import (
 // retried in the background; until it lands, values depending on its tags are
 // neither served nor stored.
 
-func (r *Region) tagKey(tag string) string     { return r.prefix + "t:" + tag }
-func (r *Region) pendingKey(tag string) string { return r.prefix + "p:" + tag }
+// A tag's counter and pending marker share a Redis Cluster hash tag, so they
+// live in one slot; different tags spread over the cluster.
+func (r *Region) tagKey(tag string) string     { return r.prefix + "t:{" + r.name + ":" + tag + "}" }
+func (r *Region) pendingKey(tag string) string { return r.prefix + "p:{" + r.name + ":" + tag + "}" }
 
 // initStamps gives every tag in s that has no counter yet a fresh one, so the
 // value about to be made carries stamps that a later invalidation changes.
