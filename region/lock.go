@@ -1,6 +1,7 @@
 package region
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"runtime/debug"
@@ -31,6 +32,14 @@ import (
 // on it.
 type flight struct {
 	done chan struct{} // closed once the fields below are final
+
+	// seen is the stored entry the leading caller found unusable (nil if
+	// none). Written before the creator's goroutine starts; read by it only:
+	// a re-read that finds these same bytes has found nothing new.
+	seen []byte
+	// stale is set, like seen, when the leading caller holds a stale value
+	// it can serve, so it need not wait for another process's regeneration.
+	stale bool
 
 	// Written only by the goroutine that runs the creator, before done is
 	// closed; read only after done is closed.
@@ -152,9 +161,11 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 			case !lead:
 				r.stats.staleServed.Add(1)
 			case r.async != nil:
+				fl.seen, fl.stale = s.raw[i], true
 				r.stats.staleServed.Add(1)
 				asyncLed, asyncLedFl = append(asyncLed, i), append(asyncLedFl, fl)
 			default:
+				fl.seen, fl.stale = s.raw[i], true
 				led, ledFl = append(led, i), append(ledFl, fl)
 				waits = append(waits, wait{i: i, fl: fl, own: true, stale: true})
 			}
@@ -162,6 +173,7 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 			r.stats.misses.Add(1)
 			fl, lead := r.flights.join(k)
 			if lead {
+				fl.seen = s.raw[i]
 				led, ledFl = append(led, i), append(ledFl, fl)
 			} else {
 				r.stats.lockWaits.Add(1)
@@ -208,15 +220,22 @@ func (r *Region) await(ctx context.Context, keys, bkeys []string, l Loader, co *
 		stopWaits bool
 	)
 	for _, w := range waits {
-		if stopWaits {
+		if stopWaits && !w.own {
 			timedOut = append(timedOut, w.i)
 			continue
+		}
+		// A caller waits for its own creator without the wait budget: running
+		// the creator again would only duplicate it (WithCreatorTimeout bounds
+		// it instead).
+		budget := timeout
+		if w.own {
+			budget = nil
 		}
 		select {
 		case <-w.fl.done:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-timeout:
+		case <-budget:
 			stopWaits = true
 			timedOut = append(timedOut, w.i)
 			continue
@@ -242,8 +261,12 @@ func (r *Region) await(ctx context.Context, keys, bkeys []string, l Loader, co *
 		case w.own && fl.val != nil:
 			l.Adopt(keys[w.i], fl.val)
 		case fl.payload != nil && l.Decode(keys[w.i], r.codec, fl.payload) == nil:
-		default:
+		case fl.val != nil:
 			l.Adopt(keys[w.i], fl.val)
+		default:
+			// Found stored by someone else, but unreadable for this caller.
+			r.stats.decodeFailures.Add(1)
+			retry = append(retry, w.i)
 		}
 	}
 	if panicked != nil {
@@ -370,7 +393,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 	var todo []int // positions in idx
 	var env envelope
 	for j := range idx {
-		if r.classify(s.raw[j], &s, co, &env) == fresh {
+		if r.foundNew(s.raw[j], fls[j], &s, co, &env) {
 			fls[j].payload, fls[j].made = append([]byte(nil), env.payload...), true
 			continue
 		}
@@ -393,7 +416,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 		}
 		kept := todo[:0]
 		for n, j := range todo {
-			if r.classify(s.raw[n], &s, co, &env) == fresh {
+			if r.foundNew(s.raw[n], fls[j], &s, co, &env) {
 				fls[j].payload, fls[j].made = append([]byte(nil), env.payload...), true
 				continue
 			}
@@ -431,6 +454,15 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 		fls[j].val, fls[j].made = v, true
 		fls[j].payload = r.keep(ctx, bkeys[idx[j]], v, &s, co, locks[bkeys[idx[j]]])
 	}
+}
+
+// foundNew reports whether a re-read found a fresh value other than the one
+// the leading caller already found unusable.
+func (r *Region) foundNew(raw []byte, fl *flight, s *snapshot, co *callOptions, env *envelope) bool {
+	if raw == nil || (fl.seen != nil && bytes.Equal(raw, fl.seen)) {
+		return false
+	}
+	return r.classify(raw, s, co, env) == fresh
 }
 
 // lockAll takes the backend Mutex of each key in todo. A key whose Mutex is
@@ -483,17 +515,15 @@ func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions
 		if ok {
 			return true, false
 		}
+		if fl.stale {
+			// Another process is regenerating this stale value: our
+			// callers are served the stale one, as its callers are.
+			return false, true
+		}
 		s, err := r.read(ctx, []string{k}, co.tags)
-		if err == nil {
-			switch r.classify(s.raw[0], &s, co, &env) {
-			case fresh:
-				fl.payload, fl.made = append([]byte(nil), env.payload...), true
-				return false, true
-			case stale:
-				// Another process is regenerating a stale value: its
-				// callers are served the stale one, as ours are.
-				return false, true
-			}
+		if err == nil && r.foundNew(s.raw[0], fl, &s, co, &env) {
+			fl.payload, fl.made = append([]byte(nil), env.payload...), true
+			return false, true
 		}
 		if r.waitTimeout > 0 && time.Now().After(deadline) {
 			return false, false
