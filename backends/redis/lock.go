@@ -1,0 +1,319 @@
+package redisbackend
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dogpile-go/dogpile/region"
+)
+
+// Lock is the distributed lock on one key: a Redis key holding a random
+// token with a lease (SET NX PX), in the same Cluster slot as the key it
+// locks. It implements region.Mutex and region.Fencer. A Lock is meant to be
+// used by one goroutine at a time (the region's leader for the key); it is
+// not reentrant.
+type Lock struct {
+	b      *Backend
+	key    string // the Redis key of the lock, prefix included
+	suffix string // the lock key without the prefix: what Fence guards
+
+	mu      sync.Mutex
+	token   string        // guarded by mu; empty when not held
+	stop    chan struct{} // guarded by mu; closed to stop the extender
+	stopped chan struct{} // guarded by mu; closed when the extender returned
+}
+
+// Lock returns the distributed lock on key. Locks are cheap: each call
+// returns a new, unheld one.
+func (b *Backend) Lock(key string) *Lock {
+	s := lockSuffix(b.prefix, key)
+	return &Lock{b: b, key: b.prefix + s, suffix: s}
+}
+
+// Key returns the Redis key of the lock.
+func (l *Lock) Key() string { return l.key }
+
+// newToken returns 128 random bits, base64 encoded.
+func newToken() string {
+	var buf [16]byte
+	_, _ = rand.Read(buf[:]) // never fails (crypto/rand panics instead)
+	return base64.RawURLEncoding.EncodeToString(buf[:])
+}
+
+// TryLock takes the lock if no one holds it (SET lockkey token NX PX ttl) and
+// reports whether it did. While held, a goroutine extends the lease every
+// third of the lock TTL, until Unlock or until the lock is found lost.
+// TryLock on a Lock that is already held returns false.
+func (l *Lock) TryLock(ctx context.Context) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.token != "" {
+		return false, nil
+	}
+	tok := newToken()
+	ok, err := run(ctx, l.b, "lock", func(ctx context.Context) (bool, error) {
+		return l.b.client.SetNX(ctx, l.key, tok, l.b.lockTTL).Result()
+	})
+	if err != nil {
+		// The SET may have reached Redis even though its answer did not
+		// reach us: release it, if it did, rather than let it block the
+		// others for a whole lease.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), backgroundUnlockTimeout)
+			defer cancel()
+			_ = l.release(ctx, tok)
+		}()
+		return false, err
+	}
+	if !ok {
+		return false, nil
+	}
+	l.token = tok
+	l.stop, l.stopped = make(chan struct{}), make(chan struct{})
+	go l.extend(tok, l.stop, l.stopped)
+	return true, nil
+}
+
+// extendScript renews the lease of KEYS[1] to ARGV[2] milliseconds if it
+// still holds the token ARGV[1].
+var extendScript = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`)
+
+// extend renews the lease every third of the lock TTL until stop is closed
+// or the lock is no longer tok.
+func (l *Lock) extend(tok string, stop <-chan struct{}, stopped chan<- struct{}) {
+	defer close(stopped)
+	every := max(l.b.lockTTL/3, minExtendInterval)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	px := ttlMillis(l.b.lockTTL)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		n, err := run(context.Background(), l.b, "extend lock", func(ctx context.Context) (int64, error) {
+			return extendScript.Run(ctx, l.b.client, []string{l.key}, tok, px).Int64()
+		})
+		if err == nil && n == 0 {
+			return // lost: expired and possibly taken by another
+		}
+	}
+}
+
+// unlockScript deletes KEYS[1] if it holds the token ARGV[1] and then
+// publishes on the channel ARGV[2]; it also publishes if the lock is gone
+// (its lease ran out before the holder was done), so waiters look again.
+var unlockScript = goredis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], '1')
+  return 1
+end
+if not cur then
+  redis.call('PUBLISH', ARGV[2], '0')
+end
+return 0
+`)
+
+// Unlock stops extending the lease and, if the lock still holds this Lock's
+// token, deletes it and notifies the waiters (compare-and-delete in one Lua
+// script: a lock that expired and was taken by another is never deleted).
+// Unlock of a Lock that is not held does nothing.
+func (l *Lock) Unlock(ctx context.Context) error {
+	l.mu.Lock()
+	tok, stop, stopped := l.token, l.stop, l.stopped
+	l.token, l.stop, l.stopped = "", nil, nil
+	l.mu.Unlock()
+	if tok == "" {
+		return nil
+	}
+	close(stop)
+	<-stopped
+	return l.release(ctx, tok)
+}
+
+func (l *Lock) release(ctx context.Context, tok string) error {
+	_, err := run(ctx, l.b, "unlock", func(ctx context.Context) (int64, error) {
+		return unlockScript.Run(ctx, l.b.client, []string{l.key}, tok, l.key).Int64()
+	})
+	return err
+}
+
+// Fence returns the guard that holds while the lock is still this Lock's:
+// the lock key must still hold its token. The region adds it to the guards
+// of the value it stores under the lock. On a Lock that is not held it
+// returns a guard that never holds.
+func (l *Lock) Fence() region.Guard {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return region.Guard{Key: l.suffix, Value: []byte(l.token)} // "" never holds: tokens are non-empty
+}
+
+// Wait blocks until the lock is released or its lease runs out, or ctx ends.
+// It listens for the holder's unlock notification and, so that a holder
+// killed without unlocking delays it by at most its lease, also polls the
+// lock's remaining lease (PTTL), sleeping at most 200ms between polls. It
+// returns nil once the lock is free, ctx's error when ctx ends first, and an
+// error if Redis cannot be asked.
+func (l *Lock) Wait(ctx context.Context) error {
+	notified, stop := l.b.notify.watch(ctx, l.key)
+	defer stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		pttl, err := run(ctx, l.b, "wait for lock", func(ctx context.Context) (time.Duration, error) {
+			return l.b.client.PTTL(ctx, l.key).Result()
+		})
+		if err != nil {
+			return err
+		}
+		if pttl == -2 {
+			return nil // no lock
+		}
+		d := maxWaitPoll
+		if pttl >= 0 {
+			d = min(d, pttl+time.Millisecond)
+		}
+		// Jitter, so waiters in many processes do not poll in step.
+		d = d*3/4 + mrand.N(d/2+1)
+		timer.Reset(d)
+		select {
+		case <-notified:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("redisbackend: wait for lock: %w", ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+var (
+	_ region.Mutex  = (*Lock)(nil)
+	_ region.Fencer = (*Lock)(nil)
+)
+
+// notifier multiplexes the unlock notifications of every lock that a
+// goroutine of this process waits on over one PubSub connection, made on the
+// first wait. Each lock key is a channel, subscribed while someone waits on
+// it.
+type notifier struct {
+	b *Backend
+
+	mu      sync.Mutex
+	ps      *goredis.PubSub                       // guarded by mu; nil until the first wait
+	waiters map[string]map[chan struct{}]struct{} // guarded by mu; by channel
+	closed  bool                                  // guarded by mu
+}
+
+// watch registers a waiter on channel and returns what it is notified on,
+// and the function that unregisters it. When Redis cannot be subscribed to,
+// the waiter is still registered (the PubSub resubscribes when it
+// reconnects) and Wait's polling covers the gap.
+func (n *notifier) watch(ctx context.Context, channel string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return ch, func() {}
+	}
+	if n.waiters == nil {
+		n.waiters = make(map[string]map[chan struct{}]struct{})
+	}
+	set := n.waiters[channel]
+	if set == nil {
+		set = make(map[chan struct{}]struct{})
+		n.waiters[channel] = set
+		n.subscribe(ctx, channel)
+	}
+	set[ch] = struct{}{}
+	return ch, func() { n.unwatch(channel, ch) }
+}
+
+// subscribe subscribes to channel, making the PubSub on first use. n.mu is
+// held.
+func (n *notifier) subscribe(ctx context.Context, channel string) {
+	sctx, cancel := n.opContext(ctx)
+	defer cancel()
+	if n.ps == nil {
+		n.ps = n.b.client.Subscribe(sctx, channel)
+		go n.dispatch(n.ps.Channel())
+		return
+	}
+	_ = n.ps.Subscribe(sctx, channel)
+}
+
+func (n *notifier) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx = context.WithoutCancel(ctx)
+	if n.b.timeout > 0 {
+		return context.WithTimeout(ctx, n.b.timeout)
+	}
+	return ctx, func() {}
+}
+
+func (n *notifier) unwatch(channel string, ch chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	set := n.waiters[channel]
+	delete(set, ch)
+	if len(set) > 0 || n.closed {
+		return
+	}
+	delete(n.waiters, channel)
+	if n.ps != nil {
+		ctx, cancel := n.opContext(context.Background())
+		_ = n.ps.Unsubscribe(ctx, channel)
+		cancel()
+	}
+}
+
+// dispatch wakes the waiters of each notification until msgs is closed.
+func (n *notifier) dispatch(msgs <-chan *goredis.Message) {
+	for m := range msgs {
+		n.mu.Lock()
+		for ch := range n.waiters[m.Channel] {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+		n.mu.Unlock()
+	}
+}
+
+func (n *notifier) close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	for _, set := range n.waiters {
+		for ch := range set {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+	if n.ps == nil {
+		return nil
+	}
+	if err := n.ps.Close(); err != nil {
+		return fmt.Errorf("redisbackend: close: %w", err)
+	}
+	return nil
+}
