@@ -1,0 +1,39 @@
+# dogpile-go: the two commands a newcomer needs are `make demo` and `make test`.
+
+GO ?= go
+STATICCHECK_VERSION ?= v0.8.2
+# Tests that start servers are slow to repeat; the concurrency suites are
+# repeated on their own below.
+RACE_COUNT ?= 20
+
+.PHONY: demo test deps vet staticcheck unit race-repeat bench fmt-check
+
+demo:
+	$(GO) run ./examples/quickstart
+
+## test: everything CI runs — formatting, vet, staticcheck, the full test
+## suite under the race detector (real Redis and PostgreSQL included), and the
+## concurrency suites repeated $(RACE_COUNT) times.
+test: deps fmt-check vet staticcheck unit race-repeat
+
+deps:
+	@bash scripts/install-test-deps.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+race-repeat:
+	$(GO) test -race -count=$(RACE_COUNT) -timeout 30m -run 'TestRegionSuite' ./backends/memory/
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...

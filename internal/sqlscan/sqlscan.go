@@ -1,0 +1,353 @@
+// Package sqlscan finds the tables an SQL statement reads and writes, well
+// enough to invalidate a cache: it never has to understand the statement,
+// only to find the table names after FROM, JOIN, INTO, UPDATE and friends.
+// When it cannot tell what a statement writes, it says so, and the caller
+// invalidates everything.
+package sqlscan
+
+import "strings"
+
+// Kind is what a statement does to data.
+type Kind uint8
+
+// Statement kinds.
+const (
+	Read    Kind = iota // SELECT, WITH … SELECT, VALUES, SHOW, EXPLAIN, PRAGMA
+	Write               // INSERT, UPDATE, DELETE, REPLACE, MERGE, TRUNCATE, UPSERT
+	Control             // transaction control and session settings: BEGIN, SAVEPOINT, SET, …
+	Unknown             // anything else (DDL, CALL, DO, COPY, …): may write anything
+)
+
+// Statement is what Scan found.
+type Statement struct {
+	Kind Kind
+	// Reads are the tables after FROM and JOIN (writes excluded), lower-cased,
+	// without quotes or schema; Writes the tables written.
+	Reads, Writes []string
+	// Locking is set for SELECT … FOR UPDATE / FOR SHARE and the like.
+	Locking bool
+	// Savepoint is set for SAVEPOINT name, RollbackTo for ROLLBACK TO
+	// [SAVEPOINT] name, Release for RELEASE [SAVEPOINT] name.
+	Savepoint, RollbackTo, Release string
+}
+
+// Scan reads sql. It is forgiving: text it cannot follow is skipped.
+func Scan(sql string) Statement {
+	toks := tokenize(sql)
+	var st Statement
+	if len(toks) == 0 {
+		st.Kind = Control
+		return st
+	}
+	first := toks[0].upper()
+	switch first {
+	case "SELECT", "WITH", "VALUES", "SHOW", "EXPLAIN", "PRAGMA", "TABLE", "(":
+		st.Kind = Read
+	case "INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "TRUNCATE", "UPSERT":
+		st.Kind = Write
+	case "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "RESET", "DISCARD", "DEALLOCATE", "PREPARE", "EXECUTE", "LISTEN", "UNLISTEN", "NOTIFY":
+		st.Kind = Control
+	default:
+		st.Kind = Unknown
+	}
+	switch first {
+	case "SAVEPOINT":
+		if len(toks) > 1 {
+			st.Savepoint = toks[1].name()
+		}
+		return st
+	case "RELEASE":
+		if n := nameAfter(toks[1:], "SAVEPOINT"); n != "" {
+			st.Release = n
+		}
+		return st
+	case "ROLLBACK":
+		if len(toks) > 1 && toks[1].upper() == "TO" {
+			st.RollbackTo = nameAfter(toks[2:], "SAVEPOINT")
+		}
+		return st
+	}
+
+	add := func(list *[]string, name string) {
+		for _, n := range *list {
+			if n == name {
+				return
+			}
+		}
+		*list = append(*list, name)
+	}
+	for i := 0; i < len(toks); i++ {
+		switch toks[i].upper() {
+		case "FROM":
+			if i > 0 && toks[i-1].upper() == "DELETE" {
+				if n, _ := tableAt(toks, i+1); n != "" {
+					add(&st.Writes, n)
+					st.Kind = max(st.Kind, Write)
+				}
+				continue
+			}
+			// FROM a [AS x], b [y], …
+			j := i + 1
+			for j < len(toks) {
+				n, next := tableAt(toks, j)
+				if n == "" {
+					break
+				}
+				add(&st.Reads, n)
+				j = next
+				if j < len(toks) && toks[j].text == "," {
+					j++
+					continue
+				}
+				break
+			}
+		case "JOIN":
+			if n, _ := tableAt(toks, i+1); n != "" {
+				add(&st.Reads, n)
+			}
+		case "INTO":
+			if i > 0 {
+				switch toks[i-1].upper() {
+				case "INSERT", "REPLACE", "MERGE", "UPSERT", "IGNORE", "OR":
+					if n, _ := intoTableAt(toks, i+1); n != "" {
+						add(&st.Writes, n)
+						st.Kind = max(st.Kind, Write)
+					}
+				}
+			}
+		case "UPDATE":
+			prev := ""
+			if i > 0 {
+				prev = toks[i-1].upper()
+			}
+			if prev == "KEY" && i > 1 && toks[i-2].upper() == "DUPLICATE" {
+				prev = "ON" // ON DUPLICATE KEY UPDATE
+			}
+			switch prev {
+			case "FOR", "KEY":
+				st.Locking = true
+			case "DO", "ON":
+				// ON CONFLICT … DO UPDATE / ON DUPLICATE KEY UPDATE: the
+				// table is the INSERT's.
+			default:
+				j := i + 1
+				if j < len(toks) && toks[j].upper() == "OR" { // UPDATE OR REPLACE (SQLite)
+					j += 2
+				}
+				if j < len(toks) && toks[j].upper() == "ONLY" {
+					j++
+				}
+				if n, _ := tableAt(toks, j); n != "" {
+					add(&st.Writes, n)
+					st.Kind = max(st.Kind, Write)
+				}
+			}
+		case "SHARE":
+			if i > 0 && toks[i-1].upper() == "FOR" {
+				st.Locking = true
+			}
+		case "TRUNCATE":
+			j := i + 1
+			if j < len(toks) && toks[j].upper() == "TABLE" {
+				j++
+			}
+			for j < len(toks) {
+				if toks[j].upper() == "ONLY" {
+					j++
+				}
+				n, next := tableAt(toks, j)
+				if n == "" {
+					break
+				}
+				add(&st.Writes, n)
+				j = next
+				if j < len(toks) && toks[j].text == "," {
+					j++
+					continue
+				}
+				break
+			}
+		}
+	}
+	// A table written is not also reported as read.
+	reads := st.Reads[:0]
+	for _, r := range st.Reads {
+		w := false
+		for _, x := range st.Writes {
+			w = w || x == r
+		}
+		if !w {
+			reads = append(reads, r)
+		}
+	}
+	st.Reads = reads
+	if st.Kind == Write && len(st.Writes) == 0 {
+		st.Kind = Unknown
+	}
+	return st
+}
+
+// nameAfter returns the name at toks[0], skipping an optional keyword kw.
+func nameAfter(toks []token, kw string) string {
+	if len(toks) > 0 && toks[0].upper() == kw {
+		toks = toks[1:]
+	}
+	if len(toks) == 0 {
+		return ""
+	}
+	return toks[0].name()
+}
+
+// keywords that end a table reference.
+var stop = map[string]bool{
+	"WHERE": true, "JOIN": true, "LEFT": true, "RIGHT": true, "INNER": true, "OUTER": true, "FULL": true,
+	"CROSS": true, "NATURAL": true, "ON": true, "USING": true, "GROUP": true, "ORDER": true, "LIMIT": true,
+	"OFFSET": true, "HAVING": true, "UNION": true, "EXCEPT": true, "INTERSECT": true, "SET": true,
+	"VALUES": true, "SELECT": true, "RETURNING": true, "FOR": true, "WINDOW": true, "DEFAULT": true,
+	"LATERAL": true, "AS": true, "WITH": true, "FETCH": true, "OUTPUT": true,
+}
+
+// tableAt reads a table reference at toks[i]: [schema.]name [[AS] alias].
+// It returns the bare, lower-cased table name and the index after the
+// reference, or "" when toks[i] does not start one (a subquery, a keyword).
+func tableAt(toks []token, i int) (string, int) { return tableRef(toks, i, false) }
+
+// intoTableAt is tableAt where a parenthesis after the name opens a column
+// list (INSERT INTO t (a, b)), not a function's arguments.
+func intoTableAt(toks []token, i int) (string, int) { return tableRef(toks, i, true) }
+
+func tableRef(toks []token, i int, columns bool) (string, int) {
+	if i >= len(toks) || !toks[i].ident() || (!toks[i].quoted && stop[toks[i].upper()]) {
+		return "", i
+	}
+	name := toks[i].name()
+	i++
+	for i+1 < len(toks) && toks[i].text == "." && toks[i+1].ident() {
+		name = toks[i+1].name()
+		i += 2
+	}
+	if i < len(toks) && toks[i].text == "(" && !columns {
+		return "", i // a function call such as generate_series(…)
+	}
+	if i < len(toks) && toks[i].upper() == "AS" {
+		i++
+	}
+	if i < len(toks) && toks[i].ident() && (toks[i].quoted || !stop[toks[i].upper()]) {
+		i++ // alias
+	}
+	return strings.ToLower(name), i
+}
+
+type token struct {
+	text   string
+	quoted bool
+}
+
+func (t token) upper() string {
+	if t.quoted {
+		return ""
+	}
+	return strings.ToUpper(t.text)
+}
+
+func (t token) ident() bool {
+	if t.quoted {
+		return true
+	}
+	c := t.text[0]
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+
+func (t token) name() string { return t.text }
+
+// tokenize splits sql into identifiers (quoted ones unquoted), words and
+// single punctuation characters, dropping literals, numbers, parameters and
+// comments.
+func tokenize(sql string) []token {
+	var toks []token
+	for i := 0; i < len(sql); {
+		c := sql[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			i++
+		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
+			for i < len(sql) && sql[i] != '\n' {
+				i++
+			}
+		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
+			end := strings.Index(sql[i+2:], "*/")
+			if end < 0 {
+				return toks
+			}
+			i += end + 4
+		case c == '\'':
+			i++
+			for i < len(sql) {
+				if sql[i] == '\'' {
+					if i+1 < len(sql) && sql[i+1] == '\'' {
+						i += 2
+						continue
+					}
+					break
+				}
+				i++
+			}
+			i++
+		case c == '$' && i+1 < len(sql) && (sql[i+1] == '$' || isWord(sql[i+1])) && dollarQuote(sql[i:]) != "":
+			tag := dollarQuote(sql[i:])
+			end := strings.Index(sql[i+len(tag):], tag)
+			if end < 0 {
+				return toks
+			}
+			i += len(tag) + end + len(tag)
+		case c == '"' || c == '`' || c == '[':
+			closer := c
+			if c == '[' {
+				closer = ']'
+			}
+			j := i + 1
+			for j < len(sql) && sql[j] != closer {
+				j++
+			}
+			if j > i+1 {
+				toks = append(toks, token{text: sql[i+1 : j], quoted: true})
+			}
+			i = j + 1
+		case isWord(c) && !(c >= '0' && c <= '9'):
+			j := i
+			for j < len(sql) && (isWord(sql[j]) || sql[j] == '$') {
+				j++
+			}
+			toks = append(toks, token{text: sql[i:j]})
+			i = j
+		case c >= '0' && c <= '9' || c == '?' || c == '$' || c == ':' || c == '@':
+			j := i + 1
+			for j < len(sql) && (isWord(sql[j]) || sql[j] == '.') {
+				j++
+			}
+			i = j
+		default:
+			toks = append(toks, token{text: sql[i : i+1]})
+			i++
+		}
+	}
+	return toks
+}
+
+func isWord(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
+}
+
+// dollarQuote returns the $tag$ opening a PostgreSQL dollar-quoted string at
+// the start of s, or "".
+func dollarQuote(s string) string {
+	for j := 1; j < len(s); j++ {
+		if s[j] == '$' {
+			return s[:j+1]
+		}
+		if !isWord(s[j]) || (j == 1 && s[j] >= '0' && s[j] <= '9') {
+			return ""
+		}
+	}
+	return ""
+}
