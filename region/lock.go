@@ -97,6 +97,14 @@ type Loader interface {
 	Adopt(key string, v any)
 }
 
+// Payloader is implemented by values a Loader creates that encode
+// themselves: the region stores the bytes Payload returns instead of running
+// the codec, and hands them to Loader.Decode as they are. ok false means the
+// value cannot be stored; it still reaches the callers through Adopt.
+type Payloader interface {
+	Payload() (b []byte, ok bool)
+}
+
 // Load is GetOrCreateMulti for a Loader: it fills the destinations of keys
 // from the region, running l.Create for the ones that have no usable value.
 // Values that the creator did not return are left untouched.
@@ -330,10 +338,21 @@ func (r *Region) createUnlocked(ctx context.Context, keys, bkeys []string, idx [
 // keep encodes v and stores it under bkey unless the call says not to; it
 // returns the payload for callers that wait (nil when encoding failed).
 func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, co *callOptions, lock Mutex) []byte {
-	payload, err := r.codec.Marshal(v)
-	if err != nil {
-		r.stats.errors.Add(1)
-		return nil
+	var payload []byte
+	if p, ok := v.(Payloader); ok {
+		b, ok := p.Payload()
+		if !ok {
+			r.stats.notStored.Add(1)
+			return nil
+		}
+		payload = b
+	} else {
+		b, err := r.codec.Marshal(v)
+		if err != nil {
+			r.stats.errors.Add(1)
+			return nil
+		}
+		payload = b
 	}
 	if s.bypass || (co.shouldCache != nil && !co.shouldCache(v)) {
 		r.stats.notStored.Add(1)

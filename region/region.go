@@ -269,6 +269,25 @@ func (r *Region) Get(ctx context.Context, key string, dst any, opts ...CallOptio
 	return true, nil
 }
 
+// Peek is Get for callers that decode payloads themselves (see Payloader):
+// decode receives the stored payload of a fresh value; an error from it
+// makes the value a miss, counted as a decode failure.
+func (r *Region) Peek(ctx context.Context, key string, decode func(payload []byte) error, opts ...CallOption) (bool, error) {
+	co := collect(opts)
+	s, err := r.read(ctx, []string{r.entryKey(key)}, co.tags)
+	if err != nil {
+		r.stats.errors.Add(1)
+		return false, fmt.Errorf("region %s: peek %q: %w", r.name, key, err)
+	}
+	var env envelope
+	if r.classify(s.raw[0], &s, co, &env) != fresh || !r.decode(env.payload, decode) {
+		r.stats.misses.Add(1)
+		return false, nil
+	}
+	r.stats.hits.Add(1)
+	return true, nil
+}
+
 // Set stores v under key, created now, without locking.
 func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption) error {
 	co := collect(opts)

@@ -1,0 +1,245 @@
+package dogpile
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/callbacks"
+	"gorm.io/gorm/schema"
+
+	"github.com/dogpile-go/dogpile/region"
+)
+
+// Option configures one FromCache.
+type Option func(*fromCache)
+
+// fromCache is what a FromCache scope asks of a query.
+type fromCache struct {
+	region        string
+	expiration    time.Duration
+	expirationSet bool
+	ignoreExpiry  bool
+	name          string   // WithKey
+	tables        []string // WithTables, normalised
+}
+
+// WithExpiration overrides the region's expiration for this query;
+// region.NeverExpire keeps its answer fresh until a write invalidates it.
+func WithExpiration(d time.Duration) Option {
+	return func(fc *fromCache) { fc.expiration, fc.expirationSet = d, true }
+}
+
+// WithKey names the query's entries. The name works like a table of its own:
+// InvalidateKey(tx, region, name) invalidates every entry made under it,
+// whatever its bind values (which still count in the key).
+func WithKey(name string) Option { return func(fc *fromCache) { fc.name = name } }
+
+// WithTables declares the tables a query reads, for raw SQL the plugin cannot
+// read the tables from. Without it, the tables come from the statement; a
+// query whose tables cannot be known depends on every write.
+func WithTables(tables ...string) Option {
+	return func(fc *fromCache) {
+		for _, t := range tables {
+			fc.tables = append(fc.tables, normTable(t))
+		}
+	}
+}
+
+// IgnoreExpiration serves a cached answer however old it is; writes still
+// invalidate it.
+func IgnoreExpiration() Option { return func(fc *fromCache) { fc.ignoreExpiry = true } }
+
+// fromCacheKey is the statement setting a FromCache scope stores.
+type fromCacheKey struct{}
+
+// preloadingKey marks a statement whose preloads are running; preload
+// statements copy their parent's settings, and FromCache, like SQLAlchemy's
+// option, applies to the top-level statement only.
+type preloadingKey struct{}
+
+// FromCache returns a scope that answers the query from the named region:
+//
+//	db.Scopes(dogpile.FromCache("default")).Where("age > ?", 30).Find(&users)
+//
+// It applies to the finishers that run GORM's query chain (First, Take, Last,
+// Find, Count, Pluck, FirstOrInit, FindInBatches, Raw(…).Find). Row, Rows and
+// Scan return driver rows and bypass the cache. Inside a transaction that has
+// written, and for SELECT … FOR UPDATE, the query goes to the database.
+func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
+	fc := &fromCache{region: regionName}
+	for _, o := range opts {
+		o(fc)
+	}
+	return func(db *gorm.DB) *gorm.DB {
+		db.Statement.Settings.Store(fromCacheKey{}, fc)
+		return db
+	}
+}
+
+// query replaces gorm:query. Queries without FromCache go straight to GORM's
+// own handler.
+func (p *Plugin) query(db *gorm.DB) {
+	v, ok := db.Statement.Settings.Load(fromCacheKey{})
+	if !ok || db.Error != nil || db.DryRun {
+		p.queryHandle(db)
+		return
+	}
+	if _, preloading := db.Statement.Settings.Load(preloadingKey{}); preloading {
+		p.queryHandle(db)
+		return
+	}
+	fc := v.(*fromCache)
+	r := p.regions[fc.region]
+	if r == nil {
+		db.AddError(fmt.Errorf("%w %q", ErrUnknownRegion, fc.region))
+		return
+	}
+	callbacks.BuildQuerySQL(db)
+	if db.Error != nil {
+		return
+	}
+	stmt := db.Statement
+	tx, foreignTx := txOf(stmt.ConnPool)
+	sql := stmt.SQL.String()
+	scan := p.scan(sql)
+	if _, locking := stmt.Clauses["FOR"]; locking || scan.Locking || foreignTx || (tx != nil && tx.dirty()) {
+		p.queryHandle(db)
+		return
+	}
+
+	key := p.cacheKey(db, fc, sql, stmt.Vars)
+	opts := p.callOptions(fc, scan.Reads, stmt.Table)
+	dest := stmt.ReflectValue
+	ctx := stmt.Context
+
+	if tx != nil {
+		// In a transaction that has not written: serve what is cached, but
+		// never fill from its snapshot, which may predate the last commit.
+		var rows int64
+		found, _ := r.Peek(ctx, key, func(b []byte) (err error) {
+			rows, err = decodeResult(r.Codec(), b, dest)
+			return err
+		}, opts...)
+		if !found {
+			p.queryHandle(db)
+			return
+		}
+		p.finish(db, rows)
+		return
+	}
+
+	l := &queryLoader{
+		stmt: stmt, codec: r.Codec(), sql: sql, vars: append([]any(nil), stmt.Vars...),
+		config: db.Config, pool: stmt.ConnPool, schema: stmt.Schema, destType: dest.Type(), dest: dest,
+	}
+	if err := r.Load(ctx, []string{key}, l, opts...); err != nil {
+		db.AddError(err)
+		return
+	}
+	p.finish(db, l.rowsAffected)
+}
+
+// finish does what GORM's query handler does after scanning.
+func (p *Plugin) finish(db *gorm.DB, rows int64) {
+	db.RowsAffected = rows
+	if db.Statement.Result != nil {
+		db.Statement.Result.RowsAffected = rows
+	}
+	if rows == 0 && db.Statement.RaiseErrorOnNotFound && db.Error == nil {
+		db.AddError(gorm.ErrRecordNotFound)
+	}
+}
+
+// callOptions maps a FromCache to region call options: the tags are the
+// tables read (or the wildcard when they cannot be known) and the key name.
+func (p *Plugin) callOptions(fc *fromCache, reads []string, table string) []region.CallOption {
+	tags := fc.tables
+	if len(tags) == 0 {
+		tags = reads
+		if t := normTable(table); t != "" && !contains(tags, t) {
+			tags = append(append([]string(nil), tags...), t)
+		}
+	}
+	if len(tags) == 0 {
+		tags = []string{anyTable}
+	}
+	if fc.name != "" {
+		tags = append(append([]string(nil), tags...), keyTag(fc.name))
+	}
+	opts := []region.CallOption{region.WithTags(tags...)}
+	if fc.expirationSet {
+		opts = append(opts, region.ExpireAfter(fc.expiration))
+	}
+	if fc.ignoreExpiry {
+		opts = append(opts, region.IgnoreExpiration())
+	}
+	return opts
+}
+
+// queryLoader runs one FromCache query for the region. Everything it needs is
+// captured in the caller's goroutine: Create runs in another one, possibly
+// after the caller has gone.
+type queryLoader struct {
+	stmt     *gorm.Statement // read in Create only for fields GORM never writes after the query callback
+	codec    region.Codec
+	sql      string
+	vars     []any
+	config   *gorm.Config
+	pool     gorm.ConnPool
+	schema   *schema.Schema
+	destType reflect.Type
+
+	// Used only in the caller's goroutine.
+	dest         reflect.Value // the caller's destination (addressable)
+	rowsAffected int64
+}
+
+// Create runs the query into a fresh value of the destination's type.
+func (l *queryLoader) Create(ctx context.Context, keys []string) (map[string]any, error) {
+	fresh := reflect.New(l.destType)
+	if l.destType.Kind() == reflect.Map {
+		fresh.Elem().Set(reflect.MakeMap(l.destType))
+	}
+	tx := &gorm.DB{Config: l.config}
+	tx.Statement = &gorm.Statement{
+		DB: tx, ConnPool: l.pool, Context: ctx, Schema: l.schema, Table: l.stmt.Table,
+		ColumnMapping: l.stmt.ColumnMapping, Joins: l.stmt.Joins,
+		Dest: fresh.Interface(), ReflectValue: fresh.Elem(),
+	}
+	rows, err := l.pool.QueryContext(ctx, l.sql, l.vars...)
+	if err != nil {
+		return nil, err
+	}
+	gorm.Scan(rows, tx, 0)
+	if err := rows.Close(); err != nil && tx.Error == nil {
+		return nil, err
+	}
+	if tx.Error != nil {
+		return nil, tx.Error
+	}
+	res := &queryResult{fresh: fresh, rowsAffected: tx.RowsAffected}
+	res.raw = encodeResult(l.codec, fresh, tx.RowsAffected)
+	return map[string]any{keys[0]: res}, nil
+}
+
+// Decode fills the caller's destination from a cached answer.
+func (l *queryLoader) Decode(_ string, c region.Codec, payload []byte) error {
+	rows, err := decodeResult(c, payload, l.dest)
+	if err != nil {
+		return err
+	}
+	l.rowsAffected = rows
+	return nil
+}
+
+// Adopt fills the caller's destination with the answer its own query made
+// (other callers decode their own copy from the payload; they share this
+// value only when it could not be encoded).
+func (l *queryLoader) Adopt(_ string, v any) {
+	res := v.(*queryResult)
+	l.dest.Set(res.fresh.Elem())
+	l.rowsAffected = res.rowsAffected
+}

@@ -1,0 +1,228 @@
+package dogpile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"gorm.io/gorm"
+
+	"github.com/dogpile-go/dogpile/internal/sqlscan"
+)
+
+// The invalidation protocol, write side. Every write made through GORM
+// invalidates the tables it wrote (region tags, see package region):
+//
+//   - inside a transaction opened through GORM (db.Transaction, db.Begin, or
+//     GORM's own transaction around Create/Save/Update/Delete), the tables are
+//     queued on the transaction; its Commit pre-invalidates them, commits, and
+//     invalidates them again before it returns (txpool.go); Rollback drops
+//     them, and a rollback to a savepoint drops what was queued after it;
+//   - outside a transaction, the write is pre-invalidated before the
+//     statement runs and invalidated after it.
+//
+// Tables come from the statement's table for Create, Update and Delete, and
+// from the SQL text for Exec and Raw(…).Scan. A statement whose effect cannot
+// be read (DDL, CALL, DO…) invalidates every table. Every write also
+// invalidates anyTable, on which queries with unknown tables depend.
+
+// anyTable is the tag of queries whose tables are not known.
+const anyTable = "*"
+
+// keyTag is the tag of entries made WithKey(name).
+func keyTag(name string) string { return "key:" + name }
+
+// normTable lower-cases a table name and drops quotes and schema.
+func normTable(t string) string {
+	t = strings.TrimSpace(t)
+	if i := strings.IndexAny(t, " \t"); i >= 0 { // "users u"
+		t = t[:i]
+	}
+	if i := strings.LastIndexByte(t, '.'); i >= 0 {
+		t = t[i+1:]
+	}
+	return strings.ToLower(strings.Trim(t, "\"`[]"))
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// invalidation is a set of tags to invalidate in one region, or in all
+// regions when region is "". all invalidates the whole region: for
+// statements whose effect cannot be read from their SQL.
+type invalidation struct {
+	region string
+	tags   []string
+	all    bool
+}
+
+// postKey marks a statement written outside a transaction, whose tables are
+// invalidated again after it ran.
+type postKey struct{ stmt *gorm.Statement }
+
+// beforeModelWrite runs before Create, Update and Delete: they write the
+// statement's table (association saves and join-table rows run chains of
+// their own).
+func (p *Plugin) beforeModelWrite(db *gorm.DB) {
+	if db.Error != nil || db.DryRun {
+		return
+	}
+	stmt := db.Statement
+	t := normTable(stmt.Table)
+	if t == "" && stmt.Schema != nil {
+		t = normTable(stmt.Schema.Table)
+	}
+	inv := invalidation{tags: []string{t, anyTable}}
+	if t == "" {
+		inv = invalidation{all: true}
+	}
+	p.beginWrite(db, inv)
+}
+
+// beforeSQLWrite runs before Exec and Raw(…).Scan/Row/Rows: what they write
+// is read from their SQL.
+func (p *Plugin) beforeSQLWrite(db *gorm.DB) {
+	if db.Error != nil || db.DryRun || db.Statement.SQL.Len() == 0 {
+		return // Row/Rows of a model query: SQL is built later, and reads
+	}
+	st := p.scan(db.Statement.SQL.String())
+	if tx, _ := txOf(db.Statement.ConnPool); tx != nil {
+		switch {
+		case st.Savepoint != "":
+			tx.savepoint(st.Savepoint)
+		case st.RollbackTo != "":
+			tx.rollbackTo(st.RollbackTo)
+		}
+	}
+	switch st.Kind {
+	case sqlscan.Read, sqlscan.Control:
+	case sqlscan.Write:
+		p.beginWrite(db, invalidation{tags: append(st.Writes, anyTable)})
+	default:
+		p.beginWrite(db, invalidation{all: true})
+	}
+}
+
+// beginWrite queues inv on the statement's transaction, or, outside one,
+// pre-invalidates now and leaves the second phase to afterWrite.
+func (p *Plugin) beginWrite(db *gorm.DB, inv invalidation) {
+	stmt := db.Statement
+	if tx, _ := txOf(stmt.ConnPool); tx != nil {
+		tx.queue(inv)
+		return
+	}
+	// Outside a transaction, or in one the plugin did not open (its commit
+	// cannot be seen): entries filled from now until the second phase live
+	// no longer than the invalidation lease.
+	p.apply(stmt.Context, []invalidation{inv}, true)
+	stmt.Settings.Store(postKey{stmt}, inv)
+}
+
+// afterWrite is the second phase of a write made outside a transaction.
+func (p *Plugin) afterWrite(db *gorm.DB) {
+	if v, ok := db.Statement.Settings.LoadAndDelete(postKey{db.Statement}); ok {
+		p.apply(db.Statement.Context, []invalidation{v.(invalidation)}, false)
+	}
+}
+
+// apply invalidates invs in their regions: the first phase (pre) before a
+// commit or statement, the second after it. Errors are kept by the regions,
+// which retry them and bypass the affected tags until they land: a cache
+// outage never fails a write.
+func (p *Plugin) apply(ctx context.Context, invs []invalidation, pre bool) {
+	ctx = background(ctx)
+	for _, r := range p.regionList {
+		var tags []string
+		all := false
+		for _, inv := range invs {
+			if inv.region != "" && inv.region != r.Name() {
+				continue
+			}
+			all = all || inv.all
+			for _, t := range inv.tags {
+				if !contains(tags, t) {
+					tags = append(tags, t)
+				}
+			}
+		}
+		if all {
+			_ = r.Invalidate(ctx, true)
+		}
+		if len(tags) == 0 {
+			continue
+		}
+		if pre {
+			_ = r.PreInvalidateTags(ctx, tags...)
+		} else {
+			_ = r.InvalidateTags(ctx, tags...)
+		}
+	}
+}
+
+// pluginOf finds the plugin registered on db.
+func pluginOf(db *gorm.DB) (*Plugin, error) {
+	if db == nil || db.Config == nil {
+		return nil, errNotRegistered
+	}
+	p, ok := db.Config.Plugins[PluginName].(*Plugin)
+	if !ok {
+		return nil, errNotRegistered
+	}
+	return p, nil
+}
+
+var errNotRegistered = errors.New("dogpile: plugin not registered on this *gorm.DB (call db.Use(dogpile.New(regions)))")
+
+// InvalidateTables invalidates every cached answer that read any of tables,
+// in every region: for model hooks, and for writes made outside GORM. Called
+// inside a transaction, it takes effect at the commit (and not at all if the
+// transaction rolls back). A cache outage is not reported: the region keeps
+// the invalidation and retries it.
+func InvalidateTables(tx *gorm.DB, tables ...string) error {
+	p, err := pluginOf(tx)
+	if err != nil {
+		return err
+	}
+	tags := make([]string, 0, len(tables)+1)
+	for _, t := range tables {
+		tags = append(tags, normTable(t))
+	}
+	p.invalidate(tx, invalidation{tags: append(tags, anyTable)})
+	return nil
+}
+
+// InvalidateKey invalidates every entry made in the named region with
+// FromCache(…, WithKey(name)), whatever its bind values. Inside a
+// transaction it takes effect at the commit.
+func InvalidateKey(tx *gorm.DB, regionName, name string) error {
+	p, err := pluginOf(tx)
+	if err != nil {
+		return err
+	}
+	if p.regions[regionName] == nil {
+		return fmt.Errorf("%w %q", ErrUnknownRegion, regionName)
+	}
+	p.invalidate(tx, invalidation{region: regionName, tags: []string{keyTag(name)}})
+	return nil
+}
+
+func (p *Plugin) invalidate(db *gorm.DB, inv invalidation) {
+	ctx := context.Background()
+	if db.Statement != nil {
+		if tx, _ := txOf(db.Statement.ConnPool); tx != nil {
+			tx.queue(inv)
+			return
+		}
+		if db.Statement.Context != nil {
+			ctx = db.Statement.Context
+		}
+	}
+	p.apply(ctx, []invalidation{inv}, false)
+}

@@ -1,0 +1,195 @@
+package dogpile
+
+import (
+	"crypto/sha256"
+	"database/sql/driver"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/schema"
+)
+
+// Key derivation. A FromCache entry's key is the SHA-256 of everything that
+// decides its answer, each part tagged with its kind and length so that no
+// two different inputs can run together:
+//
+//   - the key format version, the region and the dialect;
+//   - the SQL text GORM built;
+//   - every bind value with its Go type (1, "1", int64(1), nil and "" all
+//     differ; times keep their instant and zone; driver.Valuer values are
+//     keyed by what they send to the database, and by their type);
+//   - the destination's type and a fingerprint of its structure and of the
+//     model's schema, so that a struct changed by a deploy gets new keys
+//     rather than decoding old bytes into a new shape;
+//   - the WithKey name, if any.
+const keyVersion = "dogpile-key-1"
+
+// keyBuffers recycles the buffer a key is hashed from.
+var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func (p *Plugin) cacheKey(db *gorm.DB, fc *fromCache, sql string, vars []any) string {
+	bp := keyBuffers.Get().(*[]byte)
+	b := (*bp)[:0]
+	b = appendPart(b, 'K', keyVersion)
+	b = appendPart(b, 'R', fc.region)
+	b = appendPart(b, 'D', db.Dialector.Name())
+	b = appendPart(b, 'S', sql)
+	b = append(b, 'V')
+	b = binary.AppendUvarint(b, uint64(len(vars)))
+	for _, v := range vars {
+		b = appendValue(b, v)
+	}
+	b = appendPart(b, 'T', fingerprint(db.Statement.ReflectValue.Type(), db.Statement.Schema))
+	b = appendPart(b, 'N', fc.name)
+	sum := sha256.Sum256(b)
+	*bp = b
+	keyBuffers.Put(bp)
+	return "q:" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+func appendPart(b []byte, tag byte, s string) []byte {
+	b = append(b, tag)
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// appendValue appends a bind value with its type.
+func appendValue(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, 'n')
+	case string:
+		return appendPart(b, 's', x)
+	case []byte:
+		if x == nil {
+			return append(b, 'N') // a nil []byte is sent as NULL
+		}
+		return appendPart(b, 'b', string(x))
+	case bool:
+		if x {
+			return append(b, 't')
+		}
+		return append(b, 'f')
+	case int:
+		return appendInt(b, 'i', int64(x))
+	case int8:
+		return appendInt(b, '1', int64(x))
+	case int16:
+		return appendInt(b, '2', int64(x))
+	case int32:
+		return appendInt(b, '4', int64(x))
+	case int64:
+		return appendInt(b, '8', x)
+	case uint:
+		return appendInt(b, 'u', int64(x))
+	case uint8:
+		return appendInt(b, '!', int64(x))
+	case uint16:
+		return appendInt(b, '@', int64(x))
+	case uint32:
+		return appendInt(b, '$', int64(x))
+	case uint64:
+		return appendInt(b, '*', int64(x))
+	case float32:
+		return appendInt(b, 'g', int64(math.Float32bits(x)))
+	case float64:
+		return appendInt(b, 'd', int64(math.Float64bits(x)))
+	case time.Time:
+		b = appendInt(b, 'T', x.Unix())
+		b = binary.BigEndian.AppendUint32(b, uint32(x.Nanosecond()))
+		name, offset := x.Zone()
+		b = appendPart(b, 'z', x.Location().String()+"|"+name)
+		return binary.BigEndian.AppendUint32(b, uint32(int32(offset)))
+	case driver.Valuer:
+		b = appendPart(b, 'v', reflect.TypeOf(v).String())
+		sent, err := valueOf(x)
+		if err != nil {
+			return appendPart(b, 'e', err.Error())
+		}
+		return appendValue(b, sent)
+	}
+	// Named types of basic kinds (type Status int) and anything else: the
+	// type and its Go-syntax representation.
+	return appendPart(b, 'x', fmt.Sprintf("%T|%#v", v, v))
+}
+
+func appendInt(b []byte, tag byte, n int64) []byte {
+	b = append(b, tag)
+	return binary.BigEndian.AppendUint64(b, uint64(n))
+}
+
+// valueOf calls Value, which user code may make panic on a nil receiver.
+func valueOf(v driver.Valuer) (sent driver.Value, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("Value panicked: %v", p)
+		}
+	}()
+	return v.Value()
+}
+
+// fingerprints caches fingerprint by destination type and schema.
+var fingerprints sync.Map // fingerprintKey → string
+
+type fingerprintKey struct {
+	t reflect.Type
+	s *schema.Schema
+}
+
+// fingerprint describes the destination type's structure (field names, types
+// and tags, recursively) and the model schema's table and columns.
+func fingerprint(t reflect.Type, s *schema.Schema) string {
+	k := fingerprintKey{t, s}
+	if f, ok := fingerprints.Load(k); ok {
+		return f.(string)
+	}
+	var sb strings.Builder
+	describeType(&sb, t, map[reflect.Type]bool{})
+	if s != nil {
+		sb.WriteString("|schema:")
+		sb.WriteString(s.Table)
+		for _, f := range s.Fields {
+			fmt.Fprintf(&sb, ";%s:%s:%s:%v", f.Name, f.DBName, f.FieldType, f.DataType)
+		}
+	}
+	sum := sha256.Sum256([]byte(sb.String()))
+	f := base64.RawURLEncoding.EncodeToString(sum[:16])
+	fingerprints.Store(k, f)
+	return f
+}
+
+func describeType(sb *strings.Builder, t reflect.Type, seen map[reflect.Type]bool) {
+	sb.WriteString(t.String())
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		sb.WriteByte('<')
+		describeType(sb, t.Elem(), seen)
+		sb.WriteByte('>')
+	case reflect.Map:
+		sb.WriteByte('<')
+		describeType(sb, t.Key(), seen)
+		sb.WriteByte(',')
+		describeType(sb, t.Elem(), seen)
+		sb.WriteByte('>')
+	case reflect.Struct:
+		if seen[t] {
+			return
+		}
+		seen[t] = true
+		sb.WriteByte('{')
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			fmt.Fprintf(sb, "%s %q ", f.Name, f.Tag)
+			describeType(sb, f.Type, seen)
+			sb.WriteByte(';')
+		}
+		sb.WriteByte('}')
+	}
+}

@@ -1,0 +1,410 @@
+package dogpile
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/dogpile-go/dogpile/region"
+)
+
+// A cached query answer is stored as
+//
+//	byte     resultFormat
+//	uvarint  RowsAffected
+//	byte     how times are restored (timesAsDecoded, timesUTC)
+//	byte     how the destination is encoded (destByCodec, destTypedMaps)
+//	rest     the destination, as the region's codec or typedMaps wrote it
+//
+// so that a hit fills the destination, RowsAffected and the not-found error
+// exactly as the query did.
+const resultFormat = 1
+
+const (
+	timesAsDecoded byte = iota // the codec already restores them (or there are none)
+	timesUTC                   // every time was in UTC: convert after decoding
+)
+
+const (
+	destByCodec   byte = iota // the destination's own type, through the codec
+	destTypedMaps             // map[string]any rows, with each value's Go type kept
+)
+
+var errResultFormat = errors.New("dogpile: cached answer of another format")
+
+// queryResult is what a FromCache query's creator makes: the answer itself,
+// for its own caller, and its encoding, for everyone else.
+type queryResult struct {
+	fresh        reflect.Value // pointer to the value the query scanned
+	rowsAffected int64
+	raw          []byte // nil when the answer cannot be encoded faithfully
+}
+
+// Payload implements region.Payloader.
+func (q *queryResult) Payload() ([]byte, bool) { return q.raw, q.raw != nil }
+
+var (
+	mapType      = reflect.TypeOf(map[string]any(nil))
+	mapSliceType = reflect.TypeOf([]map[string]any(nil))
+	timeType     = reflect.TypeOf(time.Time{})
+)
+
+// encodeResult encodes the answer in fresh (a pointer), or returns nil when
+// it cannot be restored value for value.
+func encodeResult(c region.Codec, fresh reflect.Value, rows int64) []byte {
+	b := []byte{resultFormat}
+	b = binary.AppendUvarint(b, uint64(rows))
+	t := fresh.Elem().Type()
+	if t == mapType || t == mapSliceType {
+		body, err := encodeTypedMaps(c, fresh.Elem())
+		if err != nil {
+			return nil
+		}
+		return append(append(b, timesAsDecoded, destTypedMaps), body...)
+	}
+	mode := timesAsDecoded
+	if w := timeWalkerFor(t); w != nil {
+		utc, local := 0, 0
+		w(fresh.Elem(), func(tm *time.Time) {
+			switch {
+			case tm.IsZero():
+			case tm.Location() == time.UTC:
+				utc++
+			case tm.Location() == time.Local:
+				local++
+			default:
+				utc, local = -1<<30, -1<<30 // another zone: cannot be restored
+			}
+		})
+		switch {
+		case utc < 0:
+			return nil
+		case utc > 0 && local > 0:
+			return nil
+		case utc > 0:
+			mode = timesUTC
+		}
+	}
+	body, err := c.Marshal(fresh.Interface())
+	if err != nil {
+		return nil
+	}
+	return append(append(b, mode, destByCodec), body...)
+}
+
+// decodeResult fills dest (addressable) from b and returns RowsAffected.
+func decodeResult(c region.Codec, b []byte, dest reflect.Value) (int64, error) {
+	if len(b) < 1 || b[0] != resultFormat {
+		return 0, errResultFormat
+	}
+	rows, n := binary.Uvarint(b[1:])
+	if n <= 0 || len(b) < 1+n+2 {
+		return 0, errResultFormat
+	}
+	mode, kind, body := b[1+n], b[2+n], b[3+n:]
+	switch kind {
+	case destTypedMaps:
+		if err := decodeTypedMaps(c, body, dest); err != nil {
+			return 0, err
+		}
+	case destByCodec:
+		fresh := reflect.New(dest.Type())
+		if err := c.Unmarshal(body, fresh.Interface()); err != nil {
+			return 0, err
+		}
+		if mode == timesUTC {
+			if w := timeWalkerFor(dest.Type()); w != nil {
+				w(fresh.Elem(), func(tm *time.Time) {
+					if !tm.IsZero() {
+						*tm = tm.UTC()
+					}
+				})
+			}
+		}
+		dest.Set(fresh.Elem())
+	default:
+		return 0, errResultFormat
+	}
+	return int64(rows), nil
+}
+
+// timeWalker calls f with every time.Time reachable in v through structs,
+// pointers, slices and arrays.
+type timeWalker func(v reflect.Value, f func(*time.Time))
+
+var timeWalkers sync.Map // reflect.Type → *timeWalker (nil pointer: no times)
+
+func timeWalkerFor(t reflect.Type) timeWalker {
+	if w, ok := timeWalkers.Load(t); ok {
+		return *w.(*timeWalker)
+	}
+	w := buildTimeWalker(t, map[reflect.Type]*timeWalker{})
+	timeWalkers.Store(t, &w)
+	return w
+}
+
+func buildTimeWalker(t reflect.Type, building map[reflect.Type]*timeWalker) timeWalker {
+	if t == timeType {
+		return func(v reflect.Value, f func(*time.Time)) { f(v.Addr().Interface().(*time.Time)) }
+	}
+	if p, ok := building[t]; ok {
+		// A recursive type: walk it through the walker being built.
+		return func(v reflect.Value, f func(*time.Time)) {
+			if *p != nil {
+				(*p)(v, f)
+			}
+		}
+	}
+	slot := new(timeWalker)
+	building[t] = slot
+	var w timeWalker
+	switch t.Kind() {
+	case reflect.Pointer:
+		if e := buildTimeWalker(t.Elem(), building); e != nil {
+			w = func(v reflect.Value, f func(*time.Time)) {
+				if !v.IsNil() {
+					e(v.Elem(), f)
+				}
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if e := buildTimeWalker(t.Elem(), building); e != nil {
+			w = func(v reflect.Value, f func(*time.Time)) {
+				for i := 0; i < v.Len(); i++ {
+					e(v.Index(i), f)
+				}
+			}
+		}
+	case reflect.Struct:
+		type part struct {
+			i int
+			w timeWalker
+		}
+		var parts []part
+		for i := 0; i < t.NumField(); i++ {
+			sf := t.Field(i)
+			if !sf.IsExported() {
+				continue
+			}
+			if e := buildTimeWalker(sf.Type, building); e != nil {
+				parts = append(parts, part{i, e})
+			}
+		}
+		if len(parts) > 0 {
+			w = func(v reflect.Value, f func(*time.Time)) {
+				for _, p := range parts {
+					p.w(v.Field(p.i), f)
+				}
+			}
+		}
+	}
+	*slot = w
+	return w
+}
+
+// typedValue keeps a map value's Go type across the codec, which on its own
+// decodes every integer of an interface as int64 and every time as Local.
+type typedValue struct {
+	T string
+	V any
+}
+
+func encodeTypedMaps(c region.Codec, v reflect.Value) ([]byte, error) {
+	var rows []map[string]any
+	if v.Type() == mapType {
+		if !v.IsNil() {
+			rows = []map[string]any{v.Interface().(map[string]any)}
+		}
+	} else {
+		rows = v.Interface().([]map[string]any)
+	}
+	out := make([]map[string]typedValue, len(rows))
+	for i, row := range rows {
+		m := make(map[string]typedValue, len(row))
+		for k, x := range row {
+			tv, err := toTyped(x)
+			if err != nil {
+				return nil, err
+			}
+			m[k] = tv
+		}
+		out[i] = m
+	}
+	isNil := v.IsNil()
+	return c.Marshal(struct {
+		Nil  bool
+		Rows []map[string]typedValue
+	}{isNil, out})
+}
+
+func decodeTypedMaps(c region.Codec, b []byte, dest reflect.Value) error {
+	var in struct {
+		Nil  bool
+		Rows []map[string]typedValue
+	}
+	if err := c.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	rows := make([]map[string]any, len(in.Rows))
+	for i, r := range in.Rows {
+		m := make(map[string]any, len(r))
+		for k, tv := range r {
+			x, err := fromTyped(tv)
+			if err != nil {
+				return err
+			}
+			m[k] = x
+		}
+		rows[i] = m
+	}
+	if dest.Type() == mapType {
+		if dest.IsNil() {
+			dest.Set(reflect.MakeMap(mapType))
+		}
+		for k := range dest.Interface().(map[string]any) {
+			delete(dest.Interface().(map[string]any), k)
+		}
+		if len(rows) > 0 {
+			for k, x := range rows[0] {
+				dest.SetMapIndex(reflect.ValueOf(k), reflect.ValueOf(&x).Elem())
+			}
+		}
+		return nil
+	}
+	if in.Nil {
+		dest.Set(reflect.Zero(dest.Type()))
+		return nil
+	}
+	dest.Set(reflect.ValueOf(rows))
+	return nil
+}
+
+var errUntyped = errors.New("dogpile: value of a type the cache does not restore")
+
+func toTyped(x any) (typedValue, error) {
+	switch v := x.(type) {
+	case nil:
+		return typedValue{T: "nil"}, nil
+	case int64, int32, int16, int8, int, uint64, uint32, uint16, uint8, uint, float64, float32, bool, string, []byte:
+		return typedValue{T: reflect.TypeOf(x).String(), V: x}, nil
+	case time.Time:
+		switch v.Location() {
+		case time.UTC:
+			return typedValue{T: "time.UTC", V: v}, nil
+		case time.Local:
+			return typedValue{T: "time.Local", V: v}, nil
+		}
+	}
+	return typedValue{}, fmt.Errorf("%w: %T", errUntyped, x)
+}
+
+func fromTyped(tv typedValue) (any, error) {
+	i := func() (int64, bool) {
+		switch n := tv.V.(type) {
+		case int64:
+			return n, true
+		case int32:
+			return int64(n), true
+		case int16:
+			return int64(n), true
+		case int8:
+			return int64(n), true
+		case uint64:
+			return int64(n), true
+		case uint32:
+			return int64(n), true
+		case uint16:
+			return int64(n), true
+		case uint8:
+			return int64(n), true
+		}
+		return 0, false
+	}
+	u := func() (uint64, bool) { n, ok := i(); return uint64(n), ok }
+	if n, ok := tv.V.(uint64); ok {
+		u = func() (uint64, bool) { return n, true }
+	}
+	f := func() (float64, bool) {
+		switch n := tv.V.(type) {
+		case float64:
+			return n, true
+		case float32:
+			return float64(n), true
+		}
+		n, ok := i()
+		return float64(n), ok
+	}
+	var (
+		out any
+		ok  bool
+	)
+	switch tv.T {
+	case "nil":
+		return nil, nil
+	case "int64":
+		out, ok = i()
+	case "int32":
+		n, k := i()
+		out, ok = int32(n), k
+	case "int16":
+		n, k := i()
+		out, ok = int16(n), k
+	case "int8":
+		n, k := i()
+		out, ok = int8(n), k
+	case "int":
+		n, k := i()
+		out, ok = int(n), k
+	case "uint64":
+		out, ok = u()
+	case "uint32":
+		n, k := u()
+		out, ok = uint32(n), k
+	case "uint16":
+		n, k := u()
+		out, ok = uint16(n), k
+	case "uint8":
+		n, k := u()
+		out, ok = uint8(n), k
+	case "uint":
+		n, k := u()
+		out, ok = uint(n), k
+	case "float64":
+		out, ok = f()
+	case "float32":
+		n, k := f()
+		out, ok = float32(n), k
+	case "bool":
+		out, ok = tv.V.(bool)
+	case "string":
+		out, ok = tv.V.(string)
+	case "[]uint8":
+		switch b := tv.V.(type) {
+		case []byte:
+			out, ok = b, true
+		case string:
+			out, ok = []byte(b), true
+		}
+	case "time.UTC", "time.Local":
+		var t time.Time
+		switch x := tv.V.(type) {
+		case time.Time:
+			t, ok = x, true
+		case string:
+			p, err := time.Parse(time.RFC3339Nano, x)
+			t, ok = p, err == nil
+		}
+		if tv.T == "time.UTC" {
+			out = t.UTC()
+		} else {
+			out = t.Local()
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: %s from %T", errUntyped, tv.T, tv.V)
+	}
+	return out, nil
+}
