@@ -194,7 +194,7 @@ func TestCluster(t *testing.T) {
 			if ok, err := a.SetIf(bg, region.Item{Key: key, Value: []byte("A")}, []region.Guard{la.Fence()}); !ok || err != nil {
 				t.Fatalf("%s: fenced write = %v, %v", key, ok, err)
 			}
-			notified, stop := b.notify.watch(bg, lb.Key())
+			notified, stop := b.notify.watch(lb.Key())
 			done := make(chan error, 1)
 			go func() { done <- lb.Wait(bg) }()
 			waitFor(t, "B to subscribe", func() bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"sync"
@@ -62,6 +63,9 @@ func (l *Lock) TryLock(ctx context.Context) (bool, error) {
 		return l.b.client.SetNX(ctx, l.key, tok, l.b.lockTTL).Result()
 	})
 	if err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			return false, err // never sent
+		}
 		// The SET may have reached Redis even though its answer did not
 		// reach us: release it, if it did, rather than let it block the
 		// others for a whole lease.
@@ -170,7 +174,7 @@ func (l *Lock) Fence() region.Guard {
 // returns nil once the lock is free, ctx's error when ctx ends first, and an
 // error if Redis cannot be asked.
 func (l *Lock) Wait(ctx context.Context) error {
-	notified, stop := l.b.notify.watch(ctx, l.key)
+	notified, stop := l.b.notify.watch(l.key)
 	defer stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -207,23 +211,24 @@ var (
 )
 
 // notifier multiplexes the unlock notifications of every lock that a
-// goroutine of this process waits on over one PubSub connection, made on the
-// first wait. Each lock key is a channel, subscribed while someone waits on
-// it.
+// goroutine of this process waits on over one PubSub connection. Each lock
+// key is a channel, subscribed while someone waits on it. Subscribing is done
+// by a goroutine of its own, started on the first wait, so that a waiter
+// never blocks on it: until the subscription is in place (or while Redis
+// cannot be reached), Wait's polling covers the gap.
 type notifier struct {
 	b *Backend
 
 	mu      sync.Mutex
-	ps      *goredis.PubSub                       // guarded by mu; nil until the first wait
 	waiters map[string]map[chan struct{}]struct{} // guarded by mu; by channel
+	kick    chan struct{}                         // guarded by mu; wakes the subscriber; nil until the first wait
+	ps      *goredis.PubSub                       // guarded by mu; made by the subscriber
 	closed  bool                                  // guarded by mu
 }
 
 // watch registers a waiter on channel and returns what it is notified on,
-// and the function that unregisters it. When Redis cannot be subscribed to,
-// the waiter is still registered (the PubSub resubscribes when it
-// reconnects) and Wait's polling covers the gap.
-func (n *notifier) watch(ctx context.Context, channel string) (<-chan struct{}, func()) {
+// and the function that unregisters it.
+func (n *notifier) watch(channel string) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -237,31 +242,10 @@ func (n *notifier) watch(ctx context.Context, channel string) (<-chan struct{}, 
 	if set == nil {
 		set = make(map[chan struct{}]struct{})
 		n.waiters[channel] = set
-		n.subscribe(ctx, channel)
+		n.wake()
 	}
 	set[ch] = struct{}{}
 	return ch, func() { n.unwatch(channel, ch) }
-}
-
-// subscribe subscribes to channel, making the PubSub on first use. n.mu is
-// held.
-func (n *notifier) subscribe(ctx context.Context, channel string) {
-	sctx, cancel := n.opContext(ctx)
-	defer cancel()
-	if n.ps == nil {
-		n.ps = n.b.client.Subscribe(sctx, channel)
-		go n.dispatch(n.ps.Channel())
-		return
-	}
-	_ = n.ps.Subscribe(sctx, channel)
-}
-
-func (n *notifier) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx = context.WithoutCancel(ctx)
-	if n.b.timeout > 0 {
-		return context.WithTimeout(ctx, n.b.timeout)
-	}
-	return ctx, func() {}
 }
 
 func (n *notifier) unwatch(channel string, ch chan struct{}) {
@@ -269,15 +253,84 @@ func (n *notifier) unwatch(channel string, ch chan struct{}) {
 	defer n.mu.Unlock()
 	set := n.waiters[channel]
 	delete(set, ch)
-	if len(set) > 0 || n.closed {
-		return
+	if len(set) == 0 && !n.closed {
+		delete(n.waiters, channel)
+		n.wake()
 	}
-	delete(n.waiters, channel)
-	if n.ps != nil {
-		ctx, cancel := n.opContext(context.Background())
-		_ = n.ps.Unsubscribe(ctx, channel)
+}
+
+// wake tells the subscriber that the channels waited on changed, starting
+// it on first use. n.mu is held.
+func (n *notifier) wake() {
+	if n.kick == nil {
+		n.kick = make(chan struct{}, 1)
+		go n.subscriber(n.kick)
+	}
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// subscriber keeps the PubSub's subscriptions equal to the channels waited
+// on, until the notifier is closed.
+func (n *notifier) subscriber(kick <-chan struct{}) {
+	subscribed := make(map[string]bool)
+	var ps *goredis.PubSub
+	for range kick {
+		n.mu.Lock()
+		var add, del []string
+		for c := range n.waiters {
+			if !subscribed[c] {
+				add = append(add, c)
+			}
+		}
+		for c := range subscribed {
+			if _, ok := n.waiters[c]; !ok {
+				del = append(del, c)
+			}
+		}
+		n.mu.Unlock()
+		ctx, cancel := n.opContext()
+		if len(add) > 0 {
+			if ps == nil {
+				ps = n.b.client.Subscribe(ctx, add...)
+				n.mu.Lock()
+				closed := n.closed
+				if !closed {
+					n.ps = ps
+				}
+				n.mu.Unlock()
+				if closed {
+					_ = ps.Close()
+					cancel()
+					return
+				}
+				go n.dispatch(ps.Channel())
+			} else {
+				// On error the PubSub keeps the channels and subscribes
+				// to them when it reconnects.
+				_ = ps.Subscribe(ctx, add...)
+			}
+			for _, c := range add {
+				subscribed[c] = true
+			}
+		}
+		if len(del) > 0 && ps != nil {
+			_ = ps.Unsubscribe(ctx, del...)
+			for _, c := range del {
+				delete(subscribed, c)
+			}
+		}
 		cancel()
 	}
+}
+
+func (n *notifier) opContext() (context.Context, context.CancelFunc) {
+	if n.b.timeout > 0 {
+		return context.WithTimeout(context.Background(), n.b.timeout)
+	}
+	return context.Background(), func() {}
 }
 
 // dispatch wakes the waiters of each notification until msgs is closed.
@@ -308,6 +361,9 @@ func (n *notifier) close() error {
 			default:
 			}
 		}
+	}
+	if n.kick != nil {
+		close(n.kick)
 	}
 	if n.ps == nil {
 		return nil

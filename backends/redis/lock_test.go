@@ -115,7 +115,7 @@ func TestWaitReturnsOnUnlock(t *testing.T) {
 		t.Fatalf("TryLock = %v, %v", ok, err)
 	}
 	// The notification itself reaches a watcher.
-	notified, stop := b.notify.watch(bg, lb.Key())
+	notified, stop := b.notify.watch(lb.Key())
 	defer stop()
 	waitFor(t, "the subscription", func() bool {
 		return raw.PubSubNumSub(bg, lb.Key()).Val()[lb.Key()] > 0

@@ -169,6 +169,10 @@ func run[T any](ctx context.Context, b *Backend, what string, op func(ctx contex
 	}
 	b.breaker.record(probe, classify(ctx, err))
 	if err != nil && !errors.Is(err, goredis.Nil) {
+		if dl, ok := octx.Deadline(); ok && ctx.Err() == nil && !time.Now().Before(dl) && !errors.Is(err, context.DeadlineExceeded) {
+			// A socket deadline set from the operation timeout: say so.
+			return v, fmt.Errorf("redisbackend: %s: %w: %w", what, context.DeadlineExceeded, err)
+		}
 		return v, fmt.Errorf("redisbackend: %s: %w", what, err)
 	}
 	return v, err
