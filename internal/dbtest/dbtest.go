@@ -4,11 +4,9 @@
 package dbtest
 
 import (
-	"context"
 	"database/sql"
 	"fmt"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 
 	"gorm.io/driver/postgres"
@@ -16,86 +14,14 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/dogpile-go/dogpile/internal/countpool"
 	"github.com/dogpile-go/dogpile/internal/testharness"
 )
-
-// CountingPool is a gorm.ConnPool over a *sql.DB that counts queries
-// (QueryContext and QueryRowContext) and execs, including those made inside
-// transactions begun through it.
-type CountingPool struct {
-	DB      *sql.DB
-	queries atomic.Int64
-	execs   atomic.Int64
-}
-
-// Queries returns the number of queries that reached the database.
-func (p *CountingPool) Queries() int64 { return p.queries.Load() }
-
-// Execs returns the number of execs that reached the database.
-func (p *CountingPool) Execs() int64 { return p.execs.Load() }
-
-// Reset sets both counters to zero.
-func (p *CountingPool) Reset() { p.queries.Store(0); p.execs.Store(0) }
-
-// PrepareContext implements gorm.ConnPool.
-func (p *CountingPool) PrepareContext(ctx context.Context, q string) (*sql.Stmt, error) {
-	return p.DB.PrepareContext(ctx, q)
-}
-
-// ExecContext implements gorm.ConnPool.
-func (p *CountingPool) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	p.execs.Add(1)
-	return p.DB.ExecContext(ctx, q, args...)
-}
-
-// QueryContext implements gorm.ConnPool.
-func (p *CountingPool) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	p.queries.Add(1)
-	return p.DB.QueryContext(ctx, q, args...)
-}
-
-// QueryRowContext implements gorm.ConnPool.
-func (p *CountingPool) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	p.queries.Add(1)
-	return p.DB.QueryRowContext(ctx, q, args...)
-}
-
-// BeginTx implements gorm.ConnPoolBeginner with a transaction that counts too.
-func (p *CountingPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
-	tx, err := p.DB.BeginTx(ctx, opts)
-	if err != nil {
-		return nil, err
-	}
-	return &countingTx{Tx: tx, p: p}, nil
-}
-
-// GetDBConn implements gorm.GetDBConnector.
-func (p *CountingPool) GetDBConn() (*sql.DB, error) { return p.DB, nil }
-
-type countingTx struct {
-	*sql.Tx
-	p *CountingPool
-}
-
-func (t *countingTx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	t.p.execs.Add(1)
-	return t.Tx.ExecContext(ctx, q, args...)
-}
-
-func (t *countingTx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	t.p.queries.Add(1)
-	return t.Tx.QueryContext(ctx, q, args...)
-}
-
-func (t *countingTx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	t.p.queries.Add(1)
-	return t.Tx.QueryRowContext(ctx, q, args...)
-}
 
 // DB is an open database with its counting pool.
 type DB struct {
 	*gorm.DB
-	Pool    *CountingPool
+	Pool    *countpool.Pool
 	Dialect string // "sqlite" or "postgres"
 }
 
@@ -114,7 +40,7 @@ func SQLite(t testing.TB) *DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sqlDB.Close() })
-	pool := &CountingPool{DB: sqlDB}
+	pool := &countpool.Pool{DB: sqlDB}
 	db, err := gorm.Open(sqlite.New(sqlite.Config{Conn: pool}), config())
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +58,7 @@ func Postgres(t testing.TB) *DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sqlDB.Close() })
-	pool := &CountingPool{DB: sqlDB}
+	pool := &countpool.Pool{DB: sqlDB}
 	db, err := gorm.Open(postgres.New(postgres.Config{Conn: pool}), config())
 	if err != nil {
 		t.Fatal(err)
