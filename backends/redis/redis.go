@@ -16,14 +16,23 @@ import (
 
 // Defaults of a Backend made without options.
 const (
-	DefaultTimeout          = 100 * time.Millisecond
-	DefaultLockTTL          = 10 * time.Second
-	DefaultBreakerFailures  = 5
-	DefaultBreakerCooldown  = time.Second
-	counterStartBits        = 48
-	maxWaitPoll             = 200 * time.Millisecond
-	minExtendInterval       = time.Millisecond
-	backgroundUnlockTimeout = time.Second
+	// DefaultTimeout bounds each Redis operation (WithTimeout).
+	DefaultTimeout = 100 * time.Millisecond
+	// DefaultLockTTL is the lease of a distributed lock (WithLockTTL).
+	DefaultLockTTL = 10 * time.Second
+	// DefaultBreakerFailures is how many consecutive failures open the
+	// circuit breaker (WithBreaker).
+	DefaultBreakerFailures = 5
+	// DefaultBreakerCooldown is how long the breaker stays open before a
+	// probe (WithBreaker).
+	DefaultBreakerCooldown = time.Second
+)
+
+const (
+	counterStartBits        = 48                     // a new counter starts at a random value below 1<<48
+	maxWaitPoll             = 200 * time.Millisecond // longest sleep of Wait between two polls
+	minExtendInterval       = time.Millisecond       // floor of the lease renewal period
+	backgroundUnlockTimeout = time.Second            // bound of the release after a failed TryLock
 )
 
 // topology is how keys are spread over servers, which decides how a
@@ -56,8 +65,8 @@ type Backend struct {
 type Option func(*Backend)
 
 // WithPrefix puts prefix and a colon before every key the backend stores
-// ("myapp" stores key k as "myapp:k"), so that several applications can
-// share a Redis. Hash tags in keys keep working, as the prefix never contains
+// ("myapp" stores key k as "myapp:k"; a prefix that already ends with a colon
+// is used as it is), so that several applications can share a Redis. Hash tags in keys keep working, as the prefix never contains
 // a brace: New panics if it does.
 func WithPrefix(prefix string) Option {
 	return func(b *Backend) {
