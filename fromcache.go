@@ -104,14 +104,14 @@ func (p *Plugin) query(db *gorm.DB) {
 	stmt := db.Statement
 	tx, foreignTx := txOf(stmt.ConnPool)
 	sql := stmt.SQL.String()
-	scan := p.scan(sql)
+	scan := p.scan(sql, stmt.Table)
 	if _, locking := stmt.Clauses["FOR"]; locking || scan.Locking || foreignTx || (tx != nil && tx.dirty()) {
 		p.queryHandle(db)
 		return
 	}
 
 	key := p.cacheKey(db, fc, sql, stmt.Vars)
-	opts := p.callOptions(fc, scan.Reads, stmt.Table)
+	opts := fc.callOptions(scan)
 	dest := stmt.ReflectValue
 	ctx := stmt.Context
 
@@ -132,7 +132,9 @@ func (p *Plugin) query(db *gorm.DB) {
 	}
 
 	l := &queryLoader{
-		stmt: stmt, codec: r.Codec(), sql: sql, vars: append([]any(nil), stmt.Vars...),
+		// GORM drops Vars after the query rather than reusing their array,
+		// so the slice stays valid for a creator that outlives the caller.
+		stmt: stmt, codec: r.Codec(), sql: sql, vars: stmt.Vars,
 		config: db.Config, pool: stmt.ConnPool, schema: stmt.Schema, destType: dest.Type(), dest: dest,
 	}
 	if err := r.Load(ctx, []string{key}, l, opts...); err != nil {
@@ -154,17 +156,15 @@ func (p *Plugin) finish(db *gorm.DB, rows int64) {
 }
 
 // callOptions maps a FromCache to region call options: the tags are the
-// tables read (or the wildcard when they cannot be known) and the key name.
-func (p *Plugin) callOptions(fc *fromCache, reads []string, table string) []region.CallOption {
+// tables the query reads (WithTables, or those of its SQL, or the wildcard
+// when they cannot be known) and the key name.
+func (fc *fromCache) callOptions(scan *scanned) []region.CallOption {
+	if fc.tables == nil && fc.name == "" && !fc.expirationSet && !fc.ignoreExpiry {
+		return []region.CallOption{scan.tags} // the common case: nothing to build
+	}
 	tags := fc.tables
 	if len(tags) == 0 {
-		tags = reads
-		if t := normTable(table); t != "" && !contains(tags, t) {
-			tags = append(append([]string(nil), tags...), t)
-		}
-	}
-	if len(tags) == 0 {
-		tags = []string{anyTable}
+		tags = scan.tables
 	}
 	if fc.name != "" {
 		tags = append(append([]string(nil), tags...), keyTag(fc.name))

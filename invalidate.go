@@ -92,7 +92,7 @@ func (p *Plugin) beforeSQLWrite(db *gorm.DB) {
 	if db.Error != nil || db.DryRun || db.Statement.SQL.Len() == 0 {
 		return // Row/Rows of a model query: SQL is built later, and reads
 	}
-	st := p.scan(db.Statement.SQL.String())
+	st := p.scan(db.Statement.SQL.String(), "")
 	if tx, _ := txOf(db.Statement.ConnPool); tx != nil {
 		switch {
 		case st.Savepoint != "":

@@ -51,7 +51,10 @@ func (p *Plugin) cacheKey(db *gorm.DB, fc *fromCache, sql string, vars []any) st
 	sum := sha256.Sum256(b)
 	*bp = b
 	keyBuffers.Put(bp)
-	return "q:" + base64.RawURLEncoding.EncodeToString(sum[:])
+	var out [2 + 43]byte
+	out[0], out[1] = 'q', ':'
+	base64.RawURLEncoding.Encode(out[2:], sum[:])
+	return string(out[:])
 }
 
 func appendPart(b []byte, tag byte, s string) []byte {

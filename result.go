@@ -111,24 +111,28 @@ func decodeResult(c region.Codec, b []byte, dest reflect.Value) (int64, error) {
 			return 0, err
 		}
 	case destByCodec:
-		fresh := reflect.New(dest.Type())
-		if err := c.Unmarshal(body, fresh.Interface()); err != nil {
+		// Decode in place over a zeroed destination, as a fresh scan would
+		// fill it; on failure leave it zeroed, never half-written.
+		dest.SetZero()
+		if err := c.Unmarshal(body, dest.Addr().Interface()); err != nil {
+			dest.SetZero()
 			return 0, err
 		}
 		if mode == timesUTC {
 			if w := timeWalkerFor(dest.Type()); w != nil {
-				w(fresh.Elem(), func(tm *time.Time) {
-					if !tm.IsZero() {
-						*tm = tm.UTC()
-					}
-				})
+				w(dest, toUTC)
 			}
 		}
-		dest.Set(fresh.Elem())
 	default:
 		return 0, errResultFormat
 	}
 	return int64(rows), nil
+}
+
+func toUTC(tm *time.Time) {
+	if !tm.IsZero() {
+		*tm = tm.UTC()
+	}
 }
 
 // timeWalker calls f with every time.Time reachable in v through structs,

@@ -4,31 +4,52 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/dogpile-go/dogpile/internal/sqlscan"
 	"gorm.io/gorm"
+
+	"github.com/dogpile-go/dogpile/internal/sqlscan"
+	"github.com/dogpile-go/dogpile/region"
 )
 
-// scanCache remembers what each SQL text reads and writes: queries repeat
-// their SQL, and a hit should not tokenize it again. It stops growing at
-// maxScans texts (SQL with inlined values would otherwise grow it forever).
+// scanCache remembers what each SQL text reads and writes, and for queries
+// the region option naming their tables: queries repeat their SQL, and a hit
+// should neither tokenize it again nor rebuild its tags. It stops growing at
+// maxScans entries (SQL with inlined values would otherwise grow it forever).
 type scanCache struct {
-	m sync.Map     // string → sqlscan.Statement
+	m sync.Map     // scanKey → *scanned
 	n atomic.Int64 // entries in m
+}
+
+type scanKey struct{ sql, table string }
+
+type scanned struct {
+	sqlscan.Statement
+	tables []string          // what a query on it depends on: its reads and table, or anyTable
+	tags   region.CallOption // region.WithTags(tables...)
 }
 
 const maxScans = 4096
 
-func (p *Plugin) scan(sql string) sqlscan.Statement {
-	if st, ok := p.scans.m.Load(sql); ok {
-		return st.(sqlscan.Statement)
+// scan returns what sql, run on table, reads and writes.
+func (p *Plugin) scan(sql, table string) *scanned {
+	k := scanKey{sql, table}
+	if sc, ok := p.scans.m.Load(k); ok {
+		return sc.(*scanned)
 	}
-	st := sqlscan.Scan(sql)
+	sc := &scanned{Statement: sqlscan.Scan(sql)}
+	sc.tables = sc.Reads
+	if t := normTable(table); t != "" && !contains(sc.tables, t) {
+		sc.tables = append(append([]string(nil), sc.tables...), t)
+	}
+	if len(sc.tables) == 0 {
+		sc.tables = []string{anyTable}
+	}
+	sc.tags = region.WithTags(sc.tables...)
 	if p.scans.n.Load() < maxScans {
-		if _, loaded := p.scans.m.LoadOrStore(sql, st); !loaded {
+		if _, loaded := p.scans.m.LoadOrStore(k, sc); !loaded {
 			p.scans.n.Add(1)
 		}
 	}
-	return st
+	return sc
 }
 
 // markPreloading runs before gorm:preload: the preload statements copy the

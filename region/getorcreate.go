@@ -20,7 +20,7 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 		co = collect(opts)
 	}
 	bkeys := []string{r.entryKey(key)}
-	s, err := r.read(ctx, bkeys, co.tags)
+	s, err := r.read(ctx, bkeys, co)
 	if err != nil {
 		r.stats.errors.Add(1)
 	} else {

@@ -133,7 +133,7 @@ type wait struct {
 // for bkeys, or nil.
 func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *callOptions, s *snapshot, attempt int) error {
 	if s == nil {
-		snap, err := r.read(ctx, bkeys, co.tags)
+		snap, err := r.read(ctx, bkeys, co)
 		if err != nil {
 			r.stats.errors.Add(1)
 		}
@@ -311,9 +311,9 @@ func (r *Region) createUnlocked(ctx context.Context, keys, bkeys []string, idx [
 	for j, i := range idx {
 		sub[j], subB[j] = keys[i], bkeys[i]
 	}
-	s, err := r.read(ctx, subB, co.tags)
+	s, err := r.read(ctx, subB, co)
 	if err == nil {
-		err = r.initStamps(ctx, co.tags, &s)
+		err = r.initStamps(ctx, co.tagList(), &s)
 	}
 	if err != nil {
 		r.stats.errors.Add(1)
@@ -404,7 +404,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 	for j, i := range idx {
 		sub[j] = bkeys[i]
 	}
-	s, err := r.read(ctx, sub, co.tags)
+	s, err := r.read(ctx, sub, co)
 	if err != nil {
 		r.stats.errors.Add(1)
 	}
@@ -429,7 +429,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 		for _, j := range todo {
 			sub = append(sub, bkeys[idx[j]])
 		}
-		s, err = r.read(ctx, sub, co.tags)
+		s, err = r.read(ctx, sub, co)
 		if err != nil {
 			r.stats.errors.Add(1)
 		}
@@ -447,7 +447,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 		}
 	}
 	if err == nil {
-		err = r.initStamps(ctx, co.tags, &s)
+		err = r.initStamps(ctx, co.tagList(), &s)
 	}
 	if err != nil {
 		r.stats.errors.Add(1)
@@ -539,7 +539,7 @@ func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions
 			// callers are served the stale one, as its callers are.
 			return false, true
 		}
-		s, err := r.read(ctx, []string{k}, co.tags)
+		s, err := r.read(ctx, []string{k}, co)
 		if err == nil && r.foundNew(s.raw[0], fl, &s, co, &env) {
 			fl.payload, fl.made = append([]byte(nil), env.payload...), true
 			return false, true

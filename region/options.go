@@ -80,7 +80,15 @@ type callOptions struct {
 	expirationSet bool
 	ignoreExpiry  bool
 	shouldCache   func(any) bool
-	tags          []string
+	tags          *tagSet // nil: no tags
+}
+
+// tagList returns the call's tags.
+func (o *callOptions) tagList() []string {
+	if o.tags == nil {
+		return nil
+	}
+	return o.tags.tags
 }
 
 // NeverExpire is the expiration override meaning "never stale".
@@ -112,6 +120,16 @@ func ShouldCache[T any](keep func(T) bool) CallOption {
 // WithTags makes the values of this call depend on tags: InvalidateTags on
 // any of them turns every value stored with it into a miss, in every process
 // that shares the backend. The GORM plugin uses table names as tags.
+//
+// Build the option once and reuse it where the same tags recur: it remembers
+// each region's backend keys for its tags.
 func WithTags(tags ...string) CallOption {
-	return func(o *callOptions) { o.tags = append(o.tags, tags...) }
+	ts := &tagSet{tags: append([]string(nil), tags...)}
+	return func(o *callOptions) {
+		if o.tags == nil {
+			o.tags = ts
+			return
+		}
+		o.tags = &tagSet{tags: append(append([]string(nil), o.tags.tags...), ts.tags...)}
+	}
 }

@@ -137,16 +137,16 @@ type snapshot struct {
 
 // read fetches entry keys together with the invalidation record and the tag
 // counters in one backend call.
-func (r *Region) read(ctx context.Context, keys []string, tags []string) (snapshot, error) {
-	all := make([]string, 0, len(keys)+1+2*len(tags))
+func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snapshot, error) {
+	var tagKeys []string
+	if co.tags != nil {
+		tagKeys = co.tags.keysFor(r)
+	}
+	tags := co.tagList()
+	all := make([]string, 0, len(keys)+1+len(tagKeys))
 	all = append(all, keys...)
 	all = append(all, r.invKey)
-	for _, t := range tags {
-		all = append(all, r.tagKey(t))
-	}
-	for _, t := range tags {
-		all = append(all, r.pendingKey(t))
-	}
+	all = append(all, tagKeys...)
 	vals, err := r.backend.GetMulti(ctx, all)
 	s := snapshot{now: r.now().UnixNano()}
 	if err != nil || len(vals) != len(all) {
@@ -251,7 +251,7 @@ func (r *Region) lifetimes(now int64, co *callOptions, pending bool) (expires, d
 // an expired, invalidated or undecodable value is reported as not found.
 func (r *Region) Get(ctx context.Context, key string, dst any, opts ...CallOption) (bool, error) {
 	co := collect(opts)
-	s, err := r.read(ctx, []string{r.entryKey(key)}, co.tags)
+	s, err := r.read(ctx, []string{r.entryKey(key)}, co)
 	if err != nil {
 		r.stats.errors.Add(1)
 		return false, fmt.Errorf("region %s: get %q: %w", r.name, key, err)
@@ -274,7 +274,7 @@ func (r *Region) Get(ctx context.Context, key string, dst any, opts ...CallOptio
 // makes the value a miss, counted as a decode failure.
 func (r *Region) Peek(ctx context.Context, key string, decode func(payload []byte) error, opts ...CallOption) (bool, error) {
 	co := collect(opts)
-	s, err := r.read(ctx, []string{r.entryKey(key)}, co.tags)
+	s, err := r.read(ctx, []string{r.entryKey(key)}, co)
 	if err != nil {
 		r.stats.errors.Add(1)
 		return false, fmt.Errorf("region %s: peek %q: %w", r.name, key, err)
@@ -295,9 +295,9 @@ func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption)
 	if err != nil {
 		return fmt.Errorf("region %s: set %q: encode: %w", r.name, key, err)
 	}
-	s, err := r.read(ctx, nil, co.tags)
+	s, err := r.read(ctx, nil, co)
 	if err == nil {
-		err = r.initStamps(ctx, co.tags, &s)
+		err = r.initStamps(ctx, co.tagList(), &s)
 	}
 	if err != nil {
 		r.stats.errors.Add(1)
@@ -320,12 +320,16 @@ func (r *Region) store(ctx context.Context, k string, payload []byte, s *snapsho
 	expires, dies, ttl := r.lifetimes(now, co, s.pending)
 	env := envelope{created: now, expires: expires, dies: dies, stamps: s.stamps, payload: payload}
 	item := Item{Key: k, Value: env.marshal(), TTL: ttl}
-	if len(co.tags) == 0 && fence == nil {
+	tags := co.tagList()
+	if len(tags) == 0 && fence == nil {
 		return true, r.backend.SetMulti(ctx, []Item{item})
 	}
-	guards := make([]Guard, len(co.tags), len(co.tags)+1)
-	for i, t := range co.tags {
-		guards[i] = Guard{Key: r.tagKey(t), Value: s.stamps[i]}
+	guards := make([]Guard, len(tags), len(tags)+1)
+	if len(tags) > 0 {
+		tagKeys := co.tags.keysFor(r)
+		for i := range tags {
+			guards[i] = Guard{Key: tagKeys[i], Value: s.stamps[i]}
+		}
 	}
 	if fence != nil {
 		guards = append(guards, *fence)

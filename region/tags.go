@@ -36,6 +36,28 @@ import (
 func (r *Region) tagKey(tag string) string     { return r.prefix + "t:{" + r.name + ":" + tag + "}" }
 func (r *Region) pendingKey(tag string) string { return r.prefix + "p:{" + r.name + ":" + tag + "}" }
 
+// tagSet is the tags of a call, with the backend keys they take in each
+// region, computed once.
+type tagSet struct {
+	tags []string
+	keys sync.Map // *Region → []string: the tags' counter keys, then their pending keys
+}
+
+func (ts *tagSet) keysFor(r *Region) []string {
+	if k, ok := ts.keys.Load(r); ok {
+		return k.([]string)
+	}
+	k := make([]string, 0, 2*len(ts.tags))
+	for _, t := range ts.tags {
+		k = append(k, r.tagKey(t))
+	}
+	for _, t := range ts.tags {
+		k = append(k, r.pendingKey(t))
+	}
+	ts.keys.Store(r, k)
+	return k
+}
+
 // initStamps gives every tag in s that has no counter yet a fresh one, so the
 // value about to be made carries stamps that a later invalidation changes.
 func (r *Region) initStamps(ctx context.Context, tags []string, s *snapshot) error {
