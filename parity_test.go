@@ -1046,6 +1046,9 @@ func TestParityKeySeparation(t *testing.T) {
 		}
 		// The first five share their SQL text.
 		sql0 := db.ToSQL(func(tx *gorm.DB) *gorm.DB { _, _, _ = steps[0].run(tx); return tx })
+		if !strings.Contains(sql0, "SELECT") {
+			t.Fatalf("ToSQL of the Pluck: %q", sql0)
+		}
 		for _, s := range steps[1:5] {
 			if q := db.ToSQL(func(tx *gorm.DB) *gorm.DB { _, _, _ = s.run(tx); return tx }); q != sql0 {
 				t.Logf("%s: SQL %q differs from Pluck's %q", s.name, q, sql0)
