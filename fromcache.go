@@ -105,7 +105,7 @@ func (p *Plugin) query(db *gorm.DB) {
 	tx, foreignTx := txOf(stmt.ConnPool)
 	sql := stmt.SQL.String()
 	scan := p.scan(sql, stmt.Table)
-	if _, locking := stmt.Clauses["FOR"]; locking || scan.Locking || foreignTx || (tx != nil && tx.dirty()) {
+	if _, locking := stmt.Clauses["FOR"]; locking || scan.Locking || foreignTx || (tx != nil && tx.dirty()) || prefilled(stmt.ReflectValue) {
 		p.queryHandle(db)
 		return
 	}
@@ -142,6 +142,18 @@ func (p *Plugin) query(db *gorm.DB) {
 		return
 	}
 	p.finish(db, l.rowsAffected)
+}
+
+// prefilled reports a destination that already holds values GORM would
+// scan over and partly keep (a struct's unselected fields, a scalar left as
+// it was when no row matches): such queries go to the database. Slices are
+// reset by GORM's scan and maps merged into, as the cache does.
+func prefilled(dest reflect.Value) bool {
+	switch dest.Kind() {
+	case reflect.Slice, reflect.Map:
+		return false
+	}
+	return !dest.IsZero()
 }
 
 // finish does what GORM's query handler does after scanning.
@@ -200,9 +212,6 @@ type queryLoader struct {
 // Create runs the query into a fresh value of the destination's type.
 func (l *queryLoader) Create(ctx context.Context, keys []string) (map[string]any, error) {
 	fresh := reflect.New(l.destType)
-	if l.destType.Kind() == reflect.Map {
-		fresh.Elem().Set(reflect.MakeMap(l.destType))
-	}
 	tx := &gorm.DB{Config: l.config}
 	tx.Statement = &gorm.Statement{
 		DB: tx, ConnPool: l.pool, Context: ctx, Schema: l.schema, Table: l.stmt.Table,
@@ -240,6 +249,10 @@ func (l *queryLoader) Decode(_ string, c region.Codec, payload []byte) error {
 // value only when it could not be encoded).
 func (l *queryLoader) Adopt(_ string, v any) {
 	res := v.(*queryResult)
-	l.dest.Set(res.fresh.Elem())
 	l.rowsAffected = res.rowsAffected
+	if t := l.destType; t == mapType || t == mapSliceType {
+		_ = mergeMaps(l.dest, rowsOf(res.fresh.Elem()))
+		return
+	}
+	l.dest.Set(res.fresh.Elem())
 }

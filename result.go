@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -217,14 +218,7 @@ type typedValue struct {
 }
 
 func encodeTypedMaps(c region.Codec, v reflect.Value) ([]byte, error) {
-	var rows []map[string]any
-	if v.Type() == mapType {
-		if !v.IsNil() {
-			rows = []map[string]any{v.Interface().(map[string]any)}
-		}
-	} else {
-		rows = v.Interface().([]map[string]any)
-	}
+	rows := rowsOf(v)
 	out := make([]map[string]typedValue, len(rows))
 	for i, row := range rows {
 		m := make(map[string]typedValue, len(row))
@@ -264,31 +258,53 @@ func decodeTypedMaps(c region.Codec, b []byte, dest reflect.Value) error {
 		}
 		rows[i] = m
 	}
-	if dest.Type() == mapType {
-		if dest.IsNil() {
-			dest.Set(reflect.MakeMap(mapType))
-		}
-		for k := range dest.Interface().(map[string]any) {
-			delete(dest.Interface().(map[string]any), k)
-		}
-		if len(rows) > 0 {
-			for k, x := range rows[0] {
-				dest.SetMapIndex(reflect.ValueOf(k), reflect.ValueOf(&x).Elem())
-			}
-		}
+	return mergeMaps(dest, rows)
+}
+
+// mergeMaps fills a map or []map destination as GORM's scan does: a map
+// receives the first row's columns over the keys it already has (and is made
+// only when there is a row); a []map has the rows appended.
+func mergeMaps(dest reflect.Value, rows []map[string]any) error {
+	if len(rows) == 0 {
 		return nil
 	}
-	if in.Nil {
-		dest.Set(reflect.Zero(dest.Type()))
+	if dest.Type() == mapSliceType {
+		dest.Set(reflect.AppendSlice(dest, reflect.ValueOf(rows)))
 		return nil
 	}
-	dest.Set(reflect.ValueOf(rows))
+	if dest.IsNil() {
+		if !dest.CanSet() {
+			return errors.New("dogpile: cannot fill a nil map passed by value")
+		}
+		dest.Set(reflect.MakeMap(mapType))
+	}
+	m := dest.Interface().(map[string]any)
+	for k, x := range rows[0] {
+		m[k] = x
+	}
 	return nil
+}
+
+// rowsOf returns the rows of a map or []map value.
+func rowsOf(v reflect.Value) []map[string]any {
+	if v.Type() == mapType {
+		if v.IsNil() {
+			return nil
+		}
+		return []map[string]any{v.Interface().(map[string]any)}
+	}
+	return v.Interface().([]map[string]any)
 }
 
 var errUntyped = errors.New("dogpile: value of a type the cache does not restore")
 
 func toTyped(x any) (typedValue, error) {
+	if rv := reflect.ValueOf(x); rv.Kind() == reflect.Pointer && !rv.IsNil() {
+		// GORM scans model columns of pointer type into maps as pointers.
+		tv, err := toTyped(rv.Elem().Interface())
+		tv.T = "*" + tv.T
+		return tv, err
+	}
 	switch v := x.(type) {
 	case nil:
 		return typedValue{T: "nil"}, nil
@@ -306,6 +322,15 @@ func toTyped(x any) (typedValue, error) {
 }
 
 func fromTyped(tv typedValue) (any, error) {
+	if elem, ok := strings.CutPrefix(tv.T, "*"); ok {
+		x, err := fromTyped(typedValue{T: elem, V: tv.V})
+		if err != nil || x == nil {
+			return nil, err
+		}
+		p := reflect.New(reflect.TypeOf(x))
+		p.Elem().Set(reflect.ValueOf(x))
+		return p.Interface(), nil
+	}
 	i := func() (int64, bool) {
 		switch n := tv.V.(type) {
 		case int64:

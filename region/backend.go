@@ -82,5 +82,12 @@ type Fencer interface {
 	Fence() Guard
 }
 
+// ProcessLocal is implemented by backends that only the current process can
+// reach (memory, null). A Region over one keeps its invalidation record in
+// memory instead of reading it from the backend on every call.
+type ProcessLocal interface {
+	ProcessLocal() bool
+}
+
 // ErrNotStored is returned by Set when the backend refused the write.
 var ErrNotStored = errors.New("region: value not stored")

@@ -19,7 +19,9 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 	if len(opts) > 0 {
 		co = collect(opts)
 	}
-	bkeys := []string{r.entryKey(key)}
+	// Room for the invalidation record and the tag keys, which read appends.
+	bkeys := make([]string, 1, 2+2*len(co.tagList()))
+	bkeys[0] = r.entryKey(key)
 	s, err := r.read(ctx, bkeys, co)
 	if err != nil {
 		r.stats.errors.Add(1)
@@ -35,7 +37,7 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 		}
 	}
 	l := &valueLoader[T]{create: create}
-	err = r.load(ctx, []string{key}, bkeys, l, co, &s, 0)
+	err = r.load(ctx, []string{key}, bkeys[:1:1], l, co, &s, 0)
 	return l.v, err
 }
 

@@ -109,7 +109,10 @@ type Payloader interface {
 // from the region, running l.Create for the ones that have no usable value.
 // Values that the creator did not return are left untouched.
 func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...CallOption) error {
-	co := collect(opts)
+	co := noOptions
+	if len(opts) > 0 {
+		co = collect(opts)
+	}
 	bkeys := make([]string, len(keys))
 	for i, k := range keys {
 		bkeys[i] = r.entryKey(k)

@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -21,10 +22,15 @@ import (
 // Region is a named cache over a Backend. It is safe for concurrent use.
 type Region struct {
 	// Set by New and its options; read-only afterwards.
-	backend        Backend
-	name           string
-	prefix         string // name + ":"; starts every key the region stores
-	invKey         string // holds the region's hard and soft invalidation times
+	backend     Backend
+	name        string
+	prefix      string // the escaped name + ":"; starts every key the region stores
+	entryPrefix string // prefix + "k:"; starts every entry key
+	invKey      string // holds the region's hard and soft invalidation times
+	// local is set when the backend serves this process only: the
+	// invalidation record then lives in hard and soft, not in the backend.
+	local          bool
+	hard, soft     atomic.Int64
 	expiration     time.Duration
 	staleTTL       time.Duration
 	staleSet       bool
@@ -62,8 +68,14 @@ func New(backend Backend, opts ...Option) *Region {
 	if !r.staleSet {
 		r.staleTTL = r.expiration
 	}
-	r.prefix = r.name + ":"
+	// Escaping ':' keeps regions apart: a caller key of region "a" can never
+	// spell an internal key of region "a:k".
+	r.prefix = strings.NewReplacer("%", "%25", ":", "%3A").Replace(r.name) + ":"
+	r.entryPrefix = r.prefix + "k:"
 	r.invKey = r.prefix + "inv"
+	if l, ok := backend.(ProcessLocal); ok && l.ProcessLocal() {
+		r.local = true
+	}
 	r.flights.m = make(map[string]*flight)
 	r.unconfirmed.r = r
 	return r
@@ -96,7 +108,7 @@ func (r *Region) entryKey(key string) string {
 	if r.mangle != nil {
 		key = r.mangle(key)
 	}
-	return r.prefix + "k:" + key
+	return r.entryPrefix + key
 }
 
 // state is what a read found for one key.
@@ -136,16 +148,22 @@ type snapshot struct {
 }
 
 // read fetches entry keys together with the invalidation record and the tag
-// counters in one backend call.
+// counters in one backend call. It may use the spare capacity of keys.
 func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snapshot, error) {
 	var tagKeys []string
 	if co.tags != nil {
 		tagKeys = co.tags.keysFor(r)
 	}
 	tags := co.tagList()
-	all := make([]string, 0, len(keys)+1+len(tagKeys))
-	all = append(all, keys...)
-	all = append(all, r.invKey)
+	extra := 1 + len(tagKeys)
+	all := keys
+	if cap(all)-len(all) < extra {
+		all = make([]string, len(keys), len(keys)+extra)
+		copy(all, keys)
+	}
+	if !r.local {
+		all = append(all, r.invKey)
+	}
 	all = append(all, tagKeys...)
 	vals, err := r.backend.GetMulti(ctx, all)
 	s := snapshot{now: r.now().UnixNano()}
@@ -160,9 +178,14 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	}
 	n := len(keys)
 	s.raw = vals[:n:n]
-	s.inv = parseInvalidation(vals[n])
-	s.stamps = vals[n+1 : n+1+len(tags)]
-	for _, p := range vals[n+1+len(tags):] {
+	if r.local {
+		s.inv = invalidation{r.hard.Load(), r.soft.Load()}
+	} else {
+		s.inv = parseInvalidation(vals[n])
+		n++
+	}
+	s.stamps = vals[n : n+len(tags)]
+	for _, p := range vals[n+len(tags):] {
 		if p != nil {
 			s.pending = true
 		}
@@ -352,6 +375,15 @@ func (r *Region) Delete(ctx context.Context, key string) error {
 // regenerates while the others are served the old value. Soft invalidation
 // works without an expiration time too.
 func (r *Region) Invalidate(ctx context.Context, hard bool) error {
+	if r.local {
+		now := r.now().UnixNano()
+		if hard {
+			r.hard.Store(now)
+		} else {
+			r.soft.Store(now)
+		}
+		return nil
+	}
 	for attempt := 0; ; attempt++ {
 		vals, err := r.backend.GetMulti(ctx, []string{r.invKey})
 		if err != nil {

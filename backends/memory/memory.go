@@ -161,3 +161,6 @@ func (b *Backend) WeightedSize() uint64 { return b.cache.WeightedSize() }
 func (b *Backend) Len() int { return b.cache.EstimatedSize() }
 
 var _ region.Backend = (*Backend)(nil)
+
+// ProcessLocal reports that only this process reaches the backend.
+func (b *Backend) ProcessLocal() bool { return true }

@@ -38,3 +38,6 @@ func (Backend) Incr(context.Context, string) (int64, error) { return rand.Int64(
 func (Backend) Mutex(string) region.Mutex { return nil }
 
 var _ region.Backend = Backend{}
+
+// ProcessLocal reports that only this process reaches the backend.
+func (Backend) ProcessLocal() bool { return true }

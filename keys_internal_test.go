@@ -1,0 +1,145 @@
+package dogpile
+
+import (
+	"bytes"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+)
+
+type status int
+
+type upper string
+
+func (u upper) Value() (driver.Value, error) { return string(u) + "!", nil }
+
+type nilValuer struct{ s *string }
+
+func (n *nilValuer) Value() (driver.Value, error) { return *n.s, nil } // panics on a nil receiver
+
+func encodeVars(vars ...any) []byte {
+	var b []byte
+	for _, v := range vars {
+		b = appendValue(b, v)
+	}
+	return b
+}
+
+// TestBindValuesNeverCollide: every value in the list is keyed apart from
+// every other, including those the issue names: 1, "1", int64(1), nil and "".
+func TestBindValuesNeverCollide(t *testing.T) {
+	utc := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	paris, err := time.LoadLocation("Europe/Paris")
+	if err != nil {
+		paris = time.FixedZone("CET", 3600)
+	}
+	values := []any{
+		1, "1", int64(1), int32(1), int8(1), uint(1), uint64(1), float64(1), float32(1), true, status(1),
+		nil, "", []byte(nil), []byte{}, []byte("1"), false, 0, int64(0), "0",
+		utc, utc.In(paris), utc.Add(time.Nanosecond), time.Time{}, utc.Local(),
+		sql.NullString{String: "1", Valid: true}, sql.NullString{}, sql.NullInt64{Int64: 1, Valid: true},
+		upper("a"), "a!", &nilValuer{},
+		[]int{1, 2}, []string{"1", "2"}, "a\x00b", "a", "b",
+	}
+	seen := map[string]int{}
+	for i, v := range values {
+		k := string(encodeVars(v))
+		if j, ok := seen[k]; ok {
+			t.Errorf("values %d (%T %#v) and %d (%T %#v) have the same key encoding", i, v, v, j, values[j], values[j])
+		}
+		seen[k] = i
+	}
+	// Boundaries between values cannot shift: ("ab", "c") != ("a", "bc").
+	if bytes.Equal(encodeVars("ab", "c"), encodeVars("a", "bc")) {
+		t.Error(`("ab","c") and ("a","bc") collide`)
+	}
+	if bytes.Equal(encodeVars(nil, ""), encodeVars("", nil)) {
+		t.Error(`(nil,"") and ("",nil) collide`)
+	}
+}
+
+func TestTimeKeepsInstantAndZone(t *testing.T) {
+	a := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	b := a.In(time.FixedZone("X", 3600)) // same instant, another zone
+	if bytes.Equal(encodeVars(a), encodeVars(b)) {
+		t.Error("same instant in two zones share a key")
+	}
+	if !bytes.Equal(encodeVars(a), encodeVars(a.Add(0))) {
+		t.Error("equal times have different keys")
+	}
+}
+
+func TestValuerKeyedByWhatItSends(t *testing.T) {
+	// Two Valuers of one type that send the same value share a key; the
+	// same value sent by another type does not.
+	if !bytes.Equal(encodeVars(upper("x")), encodeVars(upper("x"))) {
+		t.Error("equal Valuers differ")
+	}
+	if bytes.Equal(encodeVars(upper("x")), encodeVars("x!")) {
+		t.Error("a Valuer collides with the plain value it sends")
+	}
+	if bytes.Equal(encodeVars(sql.NullString{String: "x", Valid: true}), encodeVars(sql.NullString{String: "y", Valid: true})) {
+		t.Error("Valuers sending different values collide")
+	}
+}
+
+// FuzzBindValues: two lists of bind values have the same key encoding only
+// if they are the same values of the same types.
+func FuzzBindValues(f *testing.F) {
+	f.Add(int64(1), "1", uint8(0), int64(1), "1", uint8(1))
+	f.Add(int64(0), "", uint8(2), int64(0), "", uint8(3))
+	f.Add(int64(-7), "a", uint8(4), int64(-7), "a", uint8(5))
+	f.Fuzz(func(t *testing.T, n1 int64, s1 string, k1 uint8, n2 int64, s2 string, k2 uint8) {
+		v1, v2 := pick(n1, s1, k1), pick(n2, s2, k2)
+		e1, e2 := encodeVars(v1...), encodeVars(v2...)
+		same := reflect.DeepEqual(v1, v2) && fmt.Sprintf("%T", v1) == fmt.Sprintf("%T", v2)
+		for i := range v1 {
+			if i < len(v2) && reflect.TypeOf(v1[i]) != reflect.TypeOf(v2[i]) {
+				same = false
+			}
+		}
+		if bytes.Equal(e1, e2) != same {
+			t.Fatalf("vars %#v and %#v: encodings equal=%v, values equal=%v", v1, v2, bytes.Equal(e1, e2), same)
+		}
+	})
+}
+
+// pick turns fuzz inputs into a list of bind values of varied types.
+func pick(n int64, s string, kind uint8) []any {
+	one := func(k uint8) any {
+		switch k % 12 {
+		case 0:
+			return n
+		case 1:
+			return s
+		case 2:
+			return int32(n)
+		case 3:
+			return []byte(s)
+		case 4:
+			return nil
+		case 5:
+			return n%2 == 0
+		case 6:
+			return float64(n)
+		case 7:
+			return time.Unix(n%1e10, 0).UTC()
+		case 8:
+			return uint64(n)
+		case 9:
+			return status(n)
+		case 10:
+			return sql.NullInt64{Int64: n, Valid: n != 0}
+		default:
+			return fmt.Sprint(n)
+		}
+	}
+	out := []any{one(kind)}
+	if kind > 127 {
+		out = append(out, one(kind>>2))
+	}
+	return out
+}
