@@ -24,6 +24,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -54,6 +55,7 @@ const (
 	envSQLite = "CROSSPROC_SQLITE" // SQLite file path
 	envPrefix = "CROSSPROC_PREFIX" // backend key prefix, shared by the processes of one test
 	envPhase  = "CROSSPROC_PHASE"  // role-specific parameter
+	envPG     = "CROSSPROC_PG"     // PostgreSQL DSN, used instead of SQLite when set
 )
 
 var prefixSeq atomic.Int64
@@ -79,6 +81,42 @@ func openSQLite(t testing.TB, path string) (*gorm.DB, *countpool.Pool) {
 		t.Fatal(err)
 	}
 	return db, pool
+}
+
+// openPostgres opens the PostgreSQL database at dsn through a counting pool.
+func openPostgres(t testing.TB, dsn string) (*gorm.DB, *countpool.Pool) {
+	t.Helper()
+	sqlDB, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	pool := &countpool.Pool{DB: sqlDB}
+	db, err := gorm.Open(postgres.New(postgres.Config{Conn: pool}), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, pool
+}
+
+// newPostgresDB creates a database on the shared PostgreSQL server with one
+// item (ID 1, Value value) and returns its DSN.
+func newPostgresDB(t testing.TB, value int64) string {
+	t.Helper()
+	dsn := testharness.SharedPostgres(t).NewDatabase(t)
+	db, _ := openPostgres(t, dsn)
+	must(t, db.AutoMigrate(&Item{}))
+	must(t, db.Create(&Item{ID: 1, Name: "one", Value: value}).Error)
+	return dsn
+}
+
+// childDB opens the database the parent named: PostgreSQL when envPG is
+// set, else the SQLite file.
+func childDB(t *testing.T) (*gorm.DB, *countpool.Pool) {
+	if dsn := os.Getenv(envPG); dsn != "" {
+		return openPostgres(t, dsn)
+	}
+	return openSQLite(t, os.Getenv(envSQLite))
 }
 
 // newSQLiteFile creates the database file of a test with one item
