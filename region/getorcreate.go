@@ -27,7 +27,7 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 		r.stats.errors.Add(1)
 	} else {
 		var env envelope
-		if r.classify(s.raw[0], &s, co, &env) == fresh {
+		if r.classify(s.raw[0], &s, 0, co, &env) == fresh {
 			var v T
 			if r.codec.Unmarshal(env.payload, &v) == nil {
 				r.stats.hits.Add(1)

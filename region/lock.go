@@ -117,6 +117,14 @@ func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...Call
 	for i, k := range keys {
 		bkeys[i] = r.entryKey(k)
 	}
+	if co.keyTags != nil {
+		co.bkeyTags = make(map[string][]string, len(co.keyTags))
+		for i, k := range keys {
+			if t, ok := co.keyTags[k]; ok {
+				co.bkeyTags[bkeys[i]] = t
+			}
+		}
+	}
 	return r.load(ctx, keys, bkeys, l, co, nil, 0)
 }
 
@@ -159,7 +167,7 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 			}
 			seen[k] = true
 		}
-		st := r.classify(s.raw[i], s, co, &env)
+		st := r.classify(s.raw[i], s, i, co, &env)
 		if st != miss && !r.decode(env.payload, func(b []byte) error { return l.Decode(keys[i], r.codec, b) }) {
 			st = miss
 		}
@@ -316,7 +324,7 @@ func (r *Region) createUnlocked(ctx context.Context, keys, bkeys []string, idx [
 	}
 	s, err := r.read(ctx, subB, co)
 	if err == nil {
-		err = r.initStamps(ctx, co.tagList(), &s)
+		err = r.initStamps(ctx, &s)
 	}
 	if err != nil {
 		r.stats.errors.Add(1)
@@ -333,14 +341,14 @@ func (r *Region) createUnlocked(ctx context.Context, keys, bkeys []string, idx [
 			continue
 		}
 		l.Adopt(k, v)
-		r.keep(ctx, subB[j], v, &s, co, nil)
+		r.keep(ctx, subB[j], v, &s, j, co, nil)
 	}
 	return nil
 }
 
 // keep encodes v and stores it under bkey unless the call says not to; it
 // returns the payload for callers that wait (nil when encoding failed).
-func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, co *callOptions, lock Mutex) []byte {
+func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, i int, co *callOptions, lock Mutex) []byte {
 	var payload []byte
 	if p, ok := v.(Payloader); ok {
 		b, ok := p.Payload()
@@ -366,7 +374,7 @@ func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, co *
 		g := f.Fence()
 		fence = &g
 	}
-	ok, err := r.store(ctx, bkey, payload, s, co, fence)
+	ok, err := r.store(ctx, bkey, payload, s, i, co, fence)
 	if err != nil {
 		r.stats.errors.Add(1)
 	} else if !ok {
@@ -411,11 +419,16 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 	if err != nil {
 		r.stats.errors.Add(1)
 	}
-	// todo collects the flights that still need the creator.
+	// todo collects the flights that still need the creator; pos is where
+	// each flight's key sits in the latest snapshot s.
 	var todo []int // positions in idx
+	pos := make([]int, len(idx))
+	for j := range pos {
+		pos[j] = j
+	}
 	var env envelope
 	for j := range idx {
-		if r.foundNew(s.raw[j], fls[j], &s, co, &env) {
+		if r.foundNew(s.raw[j], j, fls[j], &s, co, &env) {
 			fls[j].payload, fls[j].made = append([]byte(nil), env.payload...), true
 			continue
 		}
@@ -438,7 +451,8 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 		}
 		kept := todo[:0]
 		for n, j := range todo {
-			if r.foundNew(s.raw[n], fls[j], &s, co, &env) {
+			pos[j] = n
+			if r.foundNew(s.raw[n], n, fls[j], &s, co, &env) {
 				fls[j].payload, fls[j].made = append([]byte(nil), env.payload...), true
 				continue
 			}
@@ -450,7 +464,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 		}
 	}
 	if err == nil {
-		err = r.initStamps(ctx, co.tagList(), &s)
+		err = r.initStamps(ctx, &s)
 	}
 	if err != nil {
 		r.stats.errors.Add(1)
@@ -474,17 +488,17 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 			continue
 		}
 		fls[j].val, fls[j].made = v, true
-		fls[j].payload = r.keep(ctx, bkeys[idx[j]], v, &s, co, locks[bkeys[idx[j]]])
+		fls[j].payload = r.keep(ctx, bkeys[idx[j]], v, &s, pos[j], co, locks[bkeys[idx[j]]])
 	}
 }
 
 // foundNew reports whether a re-read found a fresh value other than the one
 // the leading caller already found unusable.
-func (r *Region) foundNew(raw []byte, fl *flight, s *snapshot, co *callOptions, env *envelope) bool {
+func (r *Region) foundNew(raw []byte, i int, fl *flight, s *snapshot, co *callOptions, env *envelope) bool {
 	if raw == nil || (fl.seen != nil && bytes.Equal(raw, fl.seen)) {
 		return false
 	}
-	return r.classify(raw, s, co, env) == fresh
+	return r.classify(raw, s, i, co, env) == fresh
 }
 
 // lockAll takes the backend Mutex of each key in todo. A key whose Mutex is
@@ -543,7 +557,7 @@ func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions
 			return false, true
 		}
 		s, err := r.read(ctx, []string{k}, co)
-		if err == nil && r.foundNew(s.raw[0], fl, &s, co, &env) {
+		if err == nil && r.foundNew(s.raw[0], 0, fl, &s, co, &env) {
 			fl.payload, fl.made = append([]byte(nil), env.payload...), true
 			return false, true
 		}

@@ -81,6 +81,16 @@ type callOptions struct {
 	ignoreExpiry  bool
 	shouldCache   func(any) bool
 	tags          *tagSet // nil: no tags
+	keyTags       map[string][]string // caller key → tags of that key only
+	bkeyTags      map[string][]string // the same by backend key; set by Load
+}
+
+// WithKeyTags gives keys tags of their own, in addition to those of
+// WithTags: tags maps a caller key to its tags. GetOrCreateMulti and Load
+// read every key's tags in the same backend round trip. Use it where each
+// value depends on its own rows (the GORM plugin's per-parent entries).
+func WithKeyTags(tags map[string][]string) CallOption {
+	return func(o *callOptions) { o.keyTags = tags }
 }
 
 // tagList returns the call's tags.

@@ -141,10 +141,38 @@ func (iv invalidation) bytes() []byte {
 type snapshot struct {
 	raw     [][]byte // per entry key; nil when missing
 	inv     invalidation
+	tags    []string // the call's tags, then the keys' own tags (WithKeyTags)
+	tagKeys []string // the backend key of each tag's counter
 	stamps  [][]byte // current value of each tag; nil when the tag has no counter yet
+	sel     [][]int  // per entry key, the indexes of its tags; nil: the call's tags
+	shared  int      // how many of tags are the call's
 	pending bool     // an invalidation is in progress on one of the tags
 	bypass  bool     // a tag's invalidation is unconfirmed: neither serve nor store
 	now     int64
+}
+
+// stampsOf returns the current values of the tags of entry i.
+func (s *snapshot) stampsOf(i int) [][]byte {
+	if s.sel == nil {
+		return s.stamps[:s.shared]
+	}
+	out := make([][]byte, len(s.sel[i]))
+	for j, t := range s.sel[i] {
+		out[j] = s.stamps[t]
+	}
+	return out
+}
+
+// tagKeysOf returns the counter keys of the tags of entry i.
+func (s *snapshot) tagKeysOf(i int) []string {
+	if s.sel == nil {
+		return s.tagKeys[:s.shared]
+	}
+	out := make([]string, len(s.sel[i]))
+	for j, t := range s.sel[i] {
+		out[j] = s.tagKeys[t]
+	}
+	return out
 }
 
 // read fetches entry keys together with the invalidation record and the tag
@@ -155,6 +183,10 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 		tagKeys = co.tags.keysFor(r)
 	}
 	tags := co.tagList()
+	var sel [][]int
+	if co.bkeyTags != nil {
+		tags, tagKeys, sel = r.keyTagUnion(keys, co, tags, tagKeys)
+	}
 	extra := 1 + len(tagKeys)
 	all := keys
 	if cap(all)-len(all) < extra {
@@ -166,7 +198,10 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	}
 	all = append(all, tagKeys...)
 	vals, err := r.backend.GetMulti(ctx, all)
-	s := snapshot{now: r.now().UnixNano()}
+	s := snapshot{now: r.now().UnixNano(), tags: tags, sel: sel, shared: len(co.tagList())}
+	if len(tags) > 0 {
+		s.tagKeys = tagKeys[:len(tags)]
+	}
 	if err != nil || len(vals) != len(all) {
 		if err == nil {
 			err = fmt.Errorf("region: backend returned %d values for %d keys", len(vals), len(all))
@@ -194,8 +229,49 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	return s, nil
 }
 
-// classify decides what raw means for a caller with options co. It fills env.
-func (r *Region) classify(raw []byte, s *snapshot, co *callOptions, env *envelope) state {
+// keyTagUnion adds the keys' own tags to the call's: it returns every tag
+// once, their counter and pending keys (counters first, as keysFor does), and
+// for each key the indexes of its tags.
+func (r *Region) keyTagUnion(keys []string, co *callOptions, shared, sharedKeys []string) ([]string, []string, [][]int) {
+	tags := append([]string(nil), shared...)
+	index := make(map[string]int, len(shared))
+	for i, t := range shared {
+		index[t] = i
+	}
+	sel := make([][]int, len(keys))
+	for i, k := range keys {
+		own := make([]int, 0, len(shared)+len(co.bkeyTags[k]))
+		for j := range shared {
+			own = append(own, j)
+		}
+		for _, t := range co.bkeyTags[k] {
+			j, ok := index[t]
+			if !ok {
+				j = len(tags)
+				index[t] = j
+				tags = append(tags, t)
+			}
+			if j >= len(shared) {
+				own = append(own, j)
+			}
+		}
+		sel[i] = own
+	}
+	tk := make([]string, 0, 2*len(tags))
+	tk = append(tk, sharedKeys[:len(shared)]...)
+	for _, t := range tags[len(shared):] {
+		tk = append(tk, r.tagKey(t))
+	}
+	tk = append(tk, sharedKeys[len(shared):]...)
+	for _, t := range tags[len(shared):] {
+		tk = append(tk, r.pendingKey(t))
+	}
+	return tags, tk, sel
+}
+
+// classify decides what raw, the entry at index i of s, means for a caller
+// with options co. It fills env.
+func (r *Region) classify(raw []byte, s *snapshot, i int, co *callOptions, env *envelope) state {
 	if raw == nil || s.bypass {
 		return miss
 	}
@@ -205,12 +281,26 @@ func (r *Region) classify(raw []byte, s *snapshot, co *callOptions, env *envelop
 		}
 		return miss
 	}
-	if env.created < s.inv.hard || len(env.stamps) != len(s.stamps) || (env.dies != 0 && s.now > env.dies) {
+	if env.created < s.inv.hard || (env.dies != 0 && s.now > env.dies) {
 		return miss
 	}
-	for i, st := range s.stamps {
-		if st == nil || !bytes.Equal(st, env.stamps[i]) {
+	if s.sel == nil {
+		if len(env.stamps) != s.shared {
 			return miss
+		}
+		for j, st := range s.stamps[:s.shared] {
+			if st == nil || !bytes.Equal(st, env.stamps[j]) {
+				return miss
+			}
+		}
+	} else {
+		if len(env.stamps) != len(s.sel[i]) {
+			return miss
+		}
+		for j, t := range s.sel[i] {
+			if st := s.stamps[t]; st == nil || !bytes.Equal(st, env.stamps[j]) {
+				return miss
+			}
 		}
 	}
 	if co != nil && co.ignoreExpiry {
@@ -280,7 +370,7 @@ func (r *Region) Get(ctx context.Context, key string, dst any, opts ...CallOptio
 		return false, fmt.Errorf("region %s: get %q: %w", r.name, key, err)
 	}
 	var env envelope
-	if r.classify(s.raw[0], &s, co, &env) != fresh {
+	if r.classify(s.raw[0], &s, 0, co, &env) != fresh {
 		r.stats.misses.Add(1)
 		return false, nil
 	}
@@ -303,7 +393,7 @@ func (r *Region) Peek(ctx context.Context, key string, decode func(payload []byt
 		return false, fmt.Errorf("region %s: peek %q: %w", r.name, key, err)
 	}
 	var env envelope
-	if r.classify(s.raw[0], &s, co, &env) != fresh || !r.decode(env.payload, decode) {
+	if r.classify(s.raw[0], &s, 0, co, &env) != fresh || !r.decode(env.payload, decode) {
 		r.stats.misses.Add(1)
 		return false, nil
 	}
@@ -320,7 +410,7 @@ func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption)
 	}
 	s, err := r.read(ctx, nil, co)
 	if err == nil {
-		err = r.initStamps(ctx, co.tagList(), &s)
+		err = r.initStamps(ctx, &s)
 	}
 	if err != nil {
 		r.stats.errors.Add(1)
@@ -329,7 +419,7 @@ func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption)
 	if s.bypass {
 		return nil
 	}
-	if _, err := r.store(ctx, r.entryKey(key), payload, &s, co, nil); err != nil {
+	if _, err := r.store(ctx, r.entryKey(key), payload, &s, 0, co, nil); err != nil {
 		r.stats.errors.Add(1)
 		return fmt.Errorf("region %s: set %q: %w", r.name, key, err)
 	}
@@ -338,21 +428,18 @@ func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption)
 
 // store writes payload under the backend key k, stamped with the tag values
 // in s, and only while those tags still hold them.
-func (r *Region) store(ctx context.Context, k string, payload []byte, s *snapshot, co *callOptions, fence *Guard) (bool, error) {
+func (r *Region) store(ctx context.Context, k string, payload []byte, s *snapshot, i int, co *callOptions, fence *Guard) (bool, error) {
 	now := r.now().UnixNano()
 	expires, dies, ttl := r.lifetimes(now, co, s.pending)
-	env := envelope{created: now, expires: expires, dies: dies, stamps: s.stamps, payload: payload}
+	stamps := s.stampsOf(i)
+	env := envelope{created: now, expires: expires, dies: dies, stamps: stamps, payload: payload}
 	item := Item{Key: k, Value: env.marshal(), TTL: ttl}
-	tags := co.tagList()
-	if len(tags) == 0 && fence == nil {
+	if len(stamps) == 0 && fence == nil {
 		return true, r.backend.SetMulti(ctx, []Item{item})
 	}
-	guards := make([]Guard, len(tags), len(tags)+1)
-	if len(tags) > 0 {
-		tagKeys := co.tags.keysFor(r)
-		for i := range tags {
-			guards[i] = Guard{Key: tagKeys[i], Value: s.stamps[i]}
-		}
+	guards := make([]Guard, len(stamps), len(stamps)+1)
+	for j, tk := range s.tagKeysOf(i) {
+		guards[j] = Guard{Key: tk, Value: stamps[j]}
 	}
 	if fence != nil {
 		guards = append(guards, *fence)

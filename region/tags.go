@@ -60,14 +60,14 @@ func (ts *tagSet) keysFor(r *Region) []string {
 
 // initStamps gives every tag in s that has no counter yet a fresh one, so the
 // value about to be made carries stamps that a later invalidation changes.
-func (r *Region) initStamps(ctx context.Context, tags []string, s *snapshot) error {
+func (r *Region) initStamps(ctx context.Context, s *snapshot) error {
 	for i, st := range s.stamps {
 		if st != nil {
 			continue
 		}
-		n, err := r.backend.Incr(ctx, r.tagKey(tags[i]))
+		n, err := r.backend.Incr(ctx, s.tagKeys[i])
 		if err != nil {
-			return fmt.Errorf("init tag %q: %w", tags[i], err)
+			return fmt.Errorf("init tag %q: %w", s.tags[i], err)
 		}
 		s.stamps[i] = []byte(strconv.FormatInt(n, 10))
 	}

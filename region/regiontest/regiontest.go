@@ -77,6 +77,7 @@ func Run(t *testing.T, newBackend func(t testing.TB) region.Backend) {
 		{"AsyncRegeneration", s.testAsyncRegeneration},
 		{"TagInvalidation", s.testTagInvalidation},
 		{"FillRacingInvalidationNotStored", s.testFillRacingInvalidation},
+		{"KeyTagsInvalidateOneKey", s.testKeyTags},
 		{"PreInvalidationLease", s.testPreInvalidationLease},
 		{"WaitTimeoutFallsBackToCreator", s.testWaitTimeoutFallback},
 		{"WaitTimeoutError", s.testWaitTimeoutError},
@@ -893,6 +894,49 @@ func (s *suite) testTagInvalidation(t *testing.T) {
 	}
 	if found, _ := r.Get(ctx, "both", &u, region.WithTags("users", "orders")); found {
 		t.Fatal("Get with tags served an invalidated value")
+	}
+}
+
+func (s *suite) testKeyTags(t *testing.T) {
+	cb := &countingBackend{Backend: s.newBackend(t)}
+	r := region.New(cb, region.WithName("suite"))
+	keys := []string{"p1", "p2", "p3"}
+	own := region.WithKeyTags(map[string][]string{"p1": {"row:1"}, "p2": {"row:2"}, "p3": {"row:3"}})
+	var calls counter
+	create := func(_ context.Context, missing []string) (map[string]User, error) {
+		calls.add(missing...)
+		out := map[string]User{}
+		for _, k := range missing {
+			out[k] = User{Name: fmt.Sprint(k, calls.get(k))}
+		}
+		return out, nil
+	}
+	get := func() map[string]User {
+		vals, err := region.GetOrCreateMulti(ctx, r, keys, create, region.WithTags("posts"), own)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vals
+	}
+	get()
+	cb.gets.Store(0)
+	get()
+	if calls.total() != 3 || cb.gets.Load() != 1 {
+		t.Fatalf("all hits: creator %v, %d backend reads; want 3 creations before and 1 read", calls.n, cb.gets.Load())
+	}
+	if err := r.InvalidateTags(ctx, "row:2"); err != nil {
+		t.Fatal(err)
+	}
+	vals := get()
+	if calls.get("p2") != 2 || calls.get("p1") != 1 || calls.get("p3") != 1 || vals["p2"].Name != "p22" {
+		t.Fatalf("a key tag invalidated more than its key: %v", calls.n)
+	}
+	if err := r.InvalidateTags(ctx, "posts"); err != nil {
+		t.Fatal(err)
+	}
+	get()
+	if calls.total() != 7 {
+		t.Fatalf("a shared tag did not invalidate every key: %v", calls.n)
 	}
 }
 
