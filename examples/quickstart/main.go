@@ -78,7 +78,9 @@ func run() error {
 	// 1. A miss, then hits, against the uncached query.
 	fmt.Println("1. The same query, uncached and through FromCache")
 	var products []Product
-	uncached := timeIt(200, func() error { return db.Where("category = ? AND price < ?", "tools", 100).Order("price, id").Find(&products).Error })
+	uncached := timeIt(200, func() error {
+		return db.Where("category = ? AND price < ?", "tools", 100).Order("price, id").Find(&products).Error
+	})
 	pool.Reset()
 	start := time.Now()
 	if err := cached().Find(&products).Error; err != nil {
