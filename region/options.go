@@ -80,7 +80,7 @@ type callOptions struct {
 	expirationSet bool
 	ignoreExpiry  bool
 	shouldCache   func(any) bool
-	tags          *tagSet // nil: no tags
+	tags          *tagSet             // nil: no tags
 	keyTags       map[string][]string // caller key → tags of that key only
 	bkeyTags      map[string][]string // the same by backend key; set by Load
 }
