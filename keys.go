@@ -132,7 +132,7 @@ func appendInt(b []byte, tag byte, n int64) []byte {
 func valueOf(v driver.Valuer) (sent driver.Value, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("Value panicked: %v", p)
+			err = fmt.Errorf("driver.Valuer panicked: %v", p)
 		}
 	}()
 	return v.Value()
