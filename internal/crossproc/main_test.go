@@ -36,7 +36,15 @@ import (
 	"github.com/dogpile-go/dogpile/region"
 )
 
-func TestMain(m *testing.M) { os.Exit(testharness.Main(m)) }
+func TestMain(m *testing.M) {
+	// go-redis logs every failed dial; the outage test makes thousands.
+	goredis.SetLogger(quietLogger{})
+	os.Exit(testharness.Main(m))
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
 
 // Item is the row every test reads and writes (table "items").
 type Item struct {
