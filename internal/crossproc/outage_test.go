@@ -159,4 +159,3 @@ func waitGroup(t *testing.T, wg *sync.WaitGroup) {
 		t.Fatalf("workload goroutines did not stop within %v", eventually)
 	}
 }
-
