@@ -178,6 +178,12 @@ func usePlugin(t testing.TB, db *gorm.DB, r *region.Region) {
 	must(t, db.Use(dogpile.New(map[string]*region.Region{"default": r})))
 }
 
+func fromCacheDefault() func(*gorm.DB) *gorm.DB { return dogpile.FromCache("default") }
+
+type errValue int64
+
+func (e errValue) Error() string { return fmt.Sprintf("read value %d", int64(e)) }
+
 // cachedValue reads item 1 through FromCache.
 func cachedValue(db *gorm.DB) (int64, error) {
 	var it Item
