@@ -143,7 +143,8 @@ func Scan(sql string) Statement {
 				}
 			}
 		case "SHARE":
-			if i > 0 && toks[i-1].upper() == "FOR" {
+			// FOR SHARE, FOR KEY SHARE
+			if i > 0 && (toks[i-1].upper() == "FOR" || (toks[i-1].upper() == "KEY" && i > 1 && toks[i-2].upper() == "FOR")) {
 				st.Locking = true
 			}
 		case "TRUNCATE":

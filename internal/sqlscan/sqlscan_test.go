@@ -20,6 +20,7 @@ func TestScan(t *testing.T) {
 		{sql: `SELECT * FROM users WHERE id = 1 FOR UPDATE`, kind: Read, reads: []string{"users"}, locking: true},
 		{sql: `SELECT * FROM users FOR NO KEY UPDATE SKIP LOCKED`, kind: Read, reads: []string{"users"}, locking: true},
 		{sql: `SELECT * FROM users FOR SHARE`, kind: Read, reads: []string{"users"}, locking: true},
+		{sql: `SELECT * FROM users FOR KEY SHARE`, kind: Read, reads: []string{"users"}, locking: true},
 		{sql: `INSERT INTO "users" ("name") VALUES ($1) RETURNING "id"`, kind: Write, writes: []string{"users"}},
 		{sql: `INSERT INTO users (name) VALUES (?) ON CONFLICT (id) DO UPDATE SET name = excluded.name`, kind: Write, writes: []string{"users"}},
 		{sql: "INSERT INTO `users` (`name`) VALUES (?) ON DUPLICATE KEY UPDATE `name`=VALUES(`name`)", kind: Write, writes: []string{"users"}},
