@@ -82,6 +82,12 @@ func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
 // query replaces gorm:query. Queries without FromCache go straight to GORM's
 // own handler.
 func (p *Plugin) query(db *gorm.DB) {
+	if pc, preloading := db.Statement.Settings.Load(preloadingKey{}); preloading && db.Error == nil {
+		if rels, ok := db.Statement.Settings.Load(relCacheKey{}); ok {
+			p.relationQuery(db, pc.(*preloadCtx), rels.(relOptions))
+			return
+		}
+	}
 	v, ok := db.Statement.Settings.Load(fromCacheKey{})
 	if !ok || db.Error != nil || db.DryRun {
 		p.queryHandle(db)

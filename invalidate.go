@@ -121,22 +121,30 @@ func (p *Plugin) beginWrite(db *gorm.DB, inv invalidation) {
 	// Outside a transaction, or in one the plugin did not open (its commit
 	// cannot be seen): entries filled from now until the second phase live
 	// no longer than the invalidation lease.
-	p.apply(stmt.Context, []invalidation{inv}, true)
+	p.apply(stmt.Context, []invalidation{inv}, phasePre)
 	stmt.Settings.Store(postKey{stmt}, inv)
 }
 
 // afterWrite is the second phase of a write made outside a transaction.
 func (p *Plugin) afterWrite(db *gorm.DB) {
 	if v, ok := db.Statement.Settings.LoadAndDelete(postKey{db.Statement}); ok {
-		p.apply(db.Statement.Context, []invalidation{v.(invalidation)}, false)
+		p.apply(db.Statement.Context, []invalidation{v.(invalidation)}, phasePost)
 	}
 }
 
-// apply invalidates invs in their regions: the first phase (pre) before a
-// commit or statement, the second after it. Errors are kept by the regions,
+// phase is which part of an invalidation apply does.
+type phase uint8
+
+const (
+	phaseOnly phase = iota // a single invalidation (no commit to wrap)
+	phasePre               // before a commit or statement: mark and bump
+	phasePost              // after it: bump again and withdraw the mark
+)
+
+// apply invalidates invs in their regions. Errors are kept by the regions,
 // which retry them and bypass the affected tags until they land: a cache
 // outage never fails a write.
-func (p *Plugin) apply(ctx context.Context, invs []invalidation, pre bool) {
+func (p *Plugin) apply(ctx context.Context, invs []invalidation, ph phase) {
 	ctx = background(ctx)
 	for _, r := range p.regionList {
 		var tags []string
@@ -158,9 +166,12 @@ func (p *Plugin) apply(ctx context.Context, invs []invalidation, pre bool) {
 		if len(tags) == 0 {
 			continue
 		}
-		if pre {
+		switch ph {
+		case phasePre:
 			_ = r.PreInvalidateTags(ctx, tags...)
-		} else {
+		case phasePost:
+			_ = r.PostInvalidateTags(ctx, tags...)
+		default:
 			_ = r.InvalidateTags(ctx, tags...)
 		}
 	}
@@ -224,5 +235,5 @@ func (p *Plugin) invalidate(db *gorm.DB, inv invalidation) {
 			ctx = db.Statement.Context
 		}
 	}
-	p.apply(ctx, []invalidation{inv}, false)
+	p.apply(ctx, []invalidation{inv}, phaseOnly)
 }

@@ -4,8 +4,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"gorm.io/gorm"
-
 	"github.com/dogpile-go/dogpile/internal/sqlscan"
 	"github.com/dogpile-go/dogpile/region"
 )
@@ -51,11 +49,3 @@ func (p *Plugin) scan(sql, table string) *scanned {
 	}
 	return sc
 }
-
-// markPreloading runs before gorm:preload: the preload statements copy the
-// parent's settings, and this tells them they are preloads.
-func markPreloading(db *gorm.DB) { db.Statement.Settings.Store(preloadingKey{}, true) }
-
-// unmarkPreloading runs after the preloads, so a reused statement is not
-// taken for one.
-func unmarkPreloading(db *gorm.DB) { db.Statement.Settings.Delete(preloadingKey{}) }

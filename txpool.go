@@ -144,9 +144,9 @@ func (t *txConn) Commit() error {
 		return t.committer.Commit()
 	}
 	ctx := background(t.ctx)
-	t.plugin.apply(ctx, pending, true)
+	t.plugin.apply(ctx, pending, phasePre)
 	err := t.committer.Commit()
-	t.plugin.apply(ctx, pending, false)
+	t.plugin.apply(ctx, pending, phasePost)
 	return err
 }
 

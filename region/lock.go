@@ -43,12 +43,47 @@ type flight struct {
 
 	// Written only by the goroutine that runs the creator, before done is
 	// closed; read only after done is closed.
-	val      any    // the value made for this key, when made is set
-	made     bool   // a value exists: made by the creator, or found fresh on re-read
-	payload  []byte // the value encoded; nil when encoding failed
-	err      error  // the creator's error; nothing was stored
+	val     any    // the value made for this key, when made is set
+	made    bool   // a value exists: made by the creator, or found fresh on re-read
+	payload []byte // the value encoded; nil when encoding failed
+	err     error  // the creator's error; nothing was stored
+	// created and stamps say what the value was made from (as in its
+	// envelope): a caller that joined the flight uses the value only if its
+	// own view of the region is no newer.
+	created  int64
+	stamps   [][]byte
 	panicVal any    // non-nil when the creator panicked
 	stack    []byte // where it panicked
+}
+
+// found records a stored value that a re-read found fresh.
+func (fl *flight) found(env *envelope) {
+	fl.payload, fl.made = append([]byte(nil), env.payload...), true
+	fl.created = env.created
+	fl.stamps = make([][]byte, len(env.stamps))
+	for i, st := range env.stamps {
+		fl.stamps[i] = append([]byte(nil), st...)
+	}
+}
+
+// currentFor reports whether a flight's value may be given to a caller that
+// joined it with the view s of entry i: made no earlier than the region's
+// hard invalidation in s, from the same tag versions. A value that was being
+// made when a write committed is not given to a caller that began after it.
+func (fl *flight) currentFor(s *snapshot, i int) bool {
+	if fl.created < s.inv.hard {
+		return false
+	}
+	cur := s.stampsOf(i)
+	if len(cur) != len(fl.stamps) {
+		return false
+	}
+	for j := range cur {
+		if cur[j] != nil && !bytes.Equal(cur[j], fl.stamps[j]) {
+			return false
+		}
+	}
+	return true
 }
 
 type flights struct {
@@ -220,11 +255,11 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 	if len(waits) == 0 {
 		return nil
 	}
-	return r.await(ctx, keys, bkeys, l, co, waits, attempt)
+	return r.await(ctx, keys, bkeys, l, co, s, waits, attempt)
 }
 
 // await collects the results of the flights a caller waits on.
-func (r *Region) await(ctx context.Context, keys, bkeys []string, l Loader, co *callOptions, waits []wait, attempt int) error {
+func (r *Region) await(ctx context.Context, keys, bkeys []string, l Loader, co *callOptions, s *snapshot, waits []wait, attempt int) error {
 	var timeout <-chan time.Time
 	if r.waitTimeout > 0 {
 		t := time.NewTimer(r.waitTimeout)
@@ -277,6 +312,9 @@ func (r *Region) await(ctx context.Context, keys, bkeys []string, l Loader, co *
 			if !w.own && !w.stale {
 				retry = append(retry, w.i)
 			}
+		case !w.own && !fl.currentFor(s, w.i):
+			// Made from data older than what this caller must see.
+			retry = append(retry, w.i)
 		case w.own && fl.val != nil:
 			l.Adopt(keys[w.i], fl.val)
 		case fl.payload != nil && l.Decode(keys[w.i], r.codec, fl.payload) == nil:
@@ -429,7 +467,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 	var env envelope
 	for j := range idx {
 		if r.foundNew(s.raw[j], j, fls[j], &s, co, &env) {
-			fls[j].payload, fls[j].made = append([]byte(nil), env.payload...), true
+			fls[j].found(&env)
 			continue
 		}
 		todo = append(todo, j)
@@ -453,7 +491,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 		for n, j := range todo {
 			pos[j] = n
 			if r.foundNew(s.raw[n], n, fls[j], &s, co, &env) {
-				fls[j].payload, fls[j].made = append([]byte(nil), env.payload...), true
+				fls[j].found(&env)
 				continue
 			}
 			kept = append(kept, j)
@@ -488,6 +526,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 			continue
 		}
 		fls[j].val, fls[j].made = v, true
+		fls[j].created, fls[j].stamps = s.now, s.stampsOf(pos[j])
 		fls[j].payload = r.keep(ctx, bkeys[idx[j]], v, &s, pos[j], co, locks[bkeys[idx[j]]])
 	}
 }
@@ -558,7 +597,7 @@ func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions
 		}
 		s, err := r.read(ctx, []string{k}, co)
 		if err == nil && r.foundNew(s.raw[0], 0, fl, &s, co, &env) {
-			fl.payload, fl.made = append([]byte(nil), env.payload...), true
+			fl.found(&env)
 			return false, true
 		}
 		if r.waitTimeout > 0 && time.Now().After(deadline) {

@@ -222,7 +222,9 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	s.stamps = vals[n : n+len(tags)]
 	for _, p := range vals[n+len(tags):] {
 		if p != nil {
-			s.pending = true
+			if pendingCount(p) > 0 {
+				s.pending = true
+			}
 		}
 	}
 	s.bypass = len(tags) > 0 && r.unconfirmed.any(tags)
@@ -429,7 +431,9 @@ func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption)
 // store writes payload under the backend key k, stamped with the tag values
 // in s, and only while those tags still hold them.
 func (r *Region) store(ctx context.Context, k string, payload []byte, s *snapshot, i int, co *callOptions, fence *Guard) (bool, error) {
-	now := r.now().UnixNano()
+	// A value is as old as the read that preceded its making: an
+	// invalidation made while its creator ran is newer than it.
+	now := s.now
 	expires, dies, ttl := r.lifetimes(now, co, s.pending)
 	stamps := s.stampsOf(i)
 	env := envelope{created: now, expires: expires, dies: dies, stamps: stamps, payload: payload}

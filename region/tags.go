@@ -21,11 +21,13 @@ import (
 // invalidation can never carry the counter that invalidation wrote.
 //
 // A writer that cannot invalidate atomically with its commit does it twice:
-// PreInvalidateTags just before the commit marks the tags pending for the
-// invalidation lease and bumps them; InvalidateTags just after bumps them
-// again. Values filled while a tag is pending live no longer than the lease,
-// so a writer that dies between its commit and its second bump leaves stale
-// values behind for at most the lease.
+// PreInvalidateTags just before the commit counts itself in each tag's
+// pending marker (whose time to live is the invalidation lease) and bumps the
+// tags; PostInvalidateTags just after bumps them again and counts itself out.
+// Values filled while a tag's marker counts a writer live no longer than the
+// lease, so a writer that dies between its commit and its second bump leaves
+// stale values behind for at most the lease; once every writer has counted
+// itself out, values live their normal life again.
 //
 // An invalidation that cannot be written (the backend is down) is kept and
 // retried in the background; until it lands, values depending on its tags are
@@ -79,27 +81,41 @@ func (r *Region) initStamps(ctx context.Context, s *snapshot) error {
 // invalidation is retried in the background until it lands, values depending
 // on those tags are bypassed meanwhile, and the error is returned.
 func (r *Region) InvalidateTags(ctx context.Context, tags ...string) error {
-	return r.bump(ctx, tags, false)
+	return r.bump(ctx, tags, 0)
 }
 
 // PreInvalidateTags is the first half of a two-phase invalidation around a
-// commit: it marks tags as being invalidated for the invalidation lease and
-// invalidates them. Call InvalidateTags after the commit.
+// commit: it marks tags as being invalidated (for at most the invalidation
+// lease) and invalidates them. Call PostInvalidateTags after the commit.
 func (r *Region) PreInvalidateTags(ctx context.Context, tags ...string) error {
-	return r.bump(ctx, tags, true)
+	return r.bump(ctx, tags, +1)
 }
 
-func (r *Region) bump(ctx context.Context, tags []string, pending bool) error {
+// PostInvalidateTags is the second half of a two-phase invalidation: it
+// invalidates tags again and withdraws the mark PreInvalidateTags made.
+func (r *Region) PostInvalidateTags(ctx context.Context, tags ...string) error {
+	return r.bump(ctx, tags, -1)
+}
+
+// bump invalidates tags; mark +1 counts a writer into their pending markers
+// first, -1 counts it out afterwards.
+func (r *Region) bump(ctx context.Context, tags []string, mark int) error {
 	var errs []error
-	if pending {
-		items := make([]Item, len(tags))
-		for i, t := range tags {
-			items[i] = Item{Key: r.pendingKey(t), Value: []byte{1}, TTL: r.lease}
-		}
-		if err := r.backend.SetMulti(ctx, items); err != nil {
-			errs = append(errs, err)
+	if mark > 0 {
+		for _, t := range tags {
+			if err := r.adjustPending(ctx, t, +1); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
+	defer func() {
+		if mark < 0 {
+			for _, t := range tags {
+				// A marker that cannot be withdrawn expires with the lease.
+				_ = r.adjustPending(ctx, t, -1)
+			}
+		}
+	}()
 	for _, t := range tags {
 		if _, err := r.backend.Incr(ctx, r.tagKey(t)); err != nil {
 			r.unconfirmed.add(t)
@@ -113,6 +129,49 @@ func (r *Region) bump(ctx context.Context, tags []string, pending bool) error {
 		return fmt.Errorf("region %s: invalidate tags: %w", r.name, errors.Join(errs...))
 	}
 	return nil
+}
+
+// adjustPending adds delta to the number of writers counted in tag's pending
+// marker and renews its lease, by compare-and-set on the marker.
+func (r *Region) adjustPending(ctx context.Context, tag string, delta int64) error {
+	key := r.pendingKey(tag)
+	for attempt := 0; attempt < 16; attempt++ {
+		vals, err := r.backend.GetMulti(ctx, []string{key})
+		if err != nil {
+			return fmt.Errorf("pending marker of %q: %w", tag, err)
+		}
+		var old []byte
+		if len(vals) == 1 {
+			old = vals[0]
+		}
+		n := pendingCount(old) + delta
+		if n < 0 {
+			n = 0
+		}
+		item := Item{Key: key, Value: strconv.AppendInt(nil, n, 10), TTL: r.lease}
+		ok, err := r.backend.SetIf(ctx, item, []Guard{{Key: key, Value: old}})
+		if err != nil {
+			return fmt.Errorf("pending marker of %q: %w", tag, err)
+		}
+		if ok {
+			return nil
+		}
+	}
+	if delta > 0 {
+		// Heavy contention: over-count rather than not mark at all.
+		return r.backend.SetMulti(ctx, []Item{{Key: key, Value: []byte("1"), TTL: r.lease}})
+	}
+	return nil
+}
+
+// pendingCount reads a pending marker: the number of writers between their
+// two invalidation phases.
+func pendingCount(b []byte) int64 {
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // unconfirmedTags are tags whose invalidation did not reach the backend.
