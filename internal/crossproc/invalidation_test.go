@@ -28,7 +28,7 @@ func init() {
 	childRoles["inv-reader"] = childInvReader
 }
 
-func sharedRegion(t *testing.T, be region.Backend, opts ...region.Option) *region.Region {
+func sharedRegion(_ testing.TB, be region.Backend, opts ...region.Option) *region.Region {
 	return region.New(be, append([]region.Option{region.WithName("default"), region.WithExpiration(10 * time.Minute)}, opts...)...)
 }
 
