@@ -1,0 +1,548 @@
+package dogpile
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql/driver"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/callbacks"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+
+	"github.com/dogpile-go/dogpile/region"
+)
+
+// RelationshipCache returns a scope that caches the association at path
+// (a Preload path such as "Posts" or "Posts.Comments") in the named region,
+// one entry per parent:
+//
+//	db.Scopes(dogpile.RelationshipCache("Posts", "default")).Preload("Posts").Find(&users)
+//
+// GORM loads a preload with one query, WHERE fk IN (parent keys); with the
+// scope, the keys already cached are read in one backend round trip and the
+// database is asked only for the others. Preload conditions and custom
+// preload functions are part of the key. A parent with no children is
+// cached as empty. Entries depend on the child rows of their own parent: a
+// write to a child row invalidates the parents it belonged to before and
+// after the write; where that cannot be known (raw SQL, an Update over a
+// WHERE clause) it invalidates the whole association. Naming a path that no
+// Preload loads does nothing. Of the options, WithExpiration and
+// IgnoreExpiration apply.
+func RelationshipCache(path, regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
+	fc := &fromCache{region: regionName}
+	for _, o := range opts {
+		o(fc)
+	}
+	return func(db *gorm.DB) *gorm.DB {
+		rels := relOptions{path: fc}
+		if v, ok := db.Statement.Settings.Load(relCacheKey{}); ok {
+			for p, o := range v.(relOptions) {
+				if p != path {
+					rels[p] = o
+				}
+			}
+		}
+		db.Statement.Settings.Store(relCacheKey{}, rels)
+		return db
+	}
+}
+
+// relCacheKey is the statement setting RelationshipCache scopes store; it is
+// copied into every preload statement.
+type relCacheKey struct{}
+
+// relOptions maps a preload path to its options.
+type relOptions map[string]*fromCache
+
+// preloadCtx is what a preload statement knows of its parent: the parent's
+// schema and the parent's own path.
+type preloadCtx struct {
+	parent *schema.Schema
+	prefix string // the parent's path and "."; "" for the top-level statement
+	known  bool   // the parent's path is known
+}
+
+// ownPathKey is the path of a preload statement, once identified ("" when
+// it could not be).
+type ownPathKey struct{}
+
+// markPreloading runs before gorm:preload: the preload statements copy the
+// parent's settings, and this tells them they are preloads, and of whom.
+func markPreloading(db *gorm.DB) {
+	if len(db.Statement.Preloads) == 0 {
+		return
+	}
+	pc := &preloadCtx{parent: db.Statement.Schema, known: true}
+	if _, isChild := db.Statement.Settings.Load(preloadingKey{}); isChild {
+		own, _ := db.Statement.Settings.Load(ownPathKey{})
+		path, _ := own.(string)
+		pc.known = path != ""
+		pc.prefix = path + "."
+	}
+	db.Statement.Settings.Store(preloadingKey{}, pc)
+}
+
+// unmarkPreloading runs after the preloads, so a reused statement is not
+// taken for one.
+func unmarkPreloading(db *gorm.DB) { db.Statement.Settings.Delete(preloadingKey{}) }
+
+// relationQuery answers a preload statement from per-parent entries.
+func (p *Plugin) relationQuery(db *gorm.DB, pc *preloadCtx, rels relOptions) {
+	stmt := db.Statement
+	in, inAt := findIN(stmt)
+	var rel *schema.Relationship
+	phase := ""
+	if pc.known && pc.parent != nil && stmt.Schema != nil && in != nil {
+		rel, phase = matchRelation(pc.parent, stmt.Schema, columnNames(in.Column))
+	}
+	if rel == nil {
+		stmt.Settings.Store(ownPathKey{}, "")
+		p.queryHandle(db)
+		return
+	}
+	path := pc.prefix + rel.Name
+	if phase == "" {
+		stmt.Settings.Store(ownPathKey{}, path)
+	}
+	fc := rels[path]
+	if fc == nil || db.DryRun {
+		p.queryHandle(db)
+		return
+	}
+	if tx, foreign := txOf(stmt.ConnPool); tx != nil || foreign {
+		// Inside a transaction the database answers: it has the
+		// transaction's own writes, and its snapshot must not fill the cache.
+		p.queryHandle(db)
+		return
+	}
+	r := p.regions[fc.region]
+	if r == nil {
+		db.AddError(fmt.Errorf("%w %q", ErrUnknownRegion, fc.region))
+		return
+	}
+	l := newRelLoader(db, r, fc, in, inAt, path, phase)
+	if l == nil {
+		p.queryHandle(db)
+		return
+	}
+	opts := []region.CallOption{region.WithTags(coarseTag(stmt.Schema.Table)), region.WithKeyTags(l.keyTags)}
+	if fc.expirationSet {
+		opts = append(opts, region.ExpireAfter(fc.expiration))
+	}
+	if fc.ignoreExpiry {
+		opts = append(opts, region.IgnoreExpiration())
+	}
+	if err := r.Load(stmt.Context, l.keys, l, opts...); err != nil {
+		db.AddError(err)
+		return
+	}
+	p.finish(db, l.assemble())
+}
+
+// findIN returns the WHERE clause's IN on the current table that a preload
+// adds, and its index among the WHERE expressions.
+func findIN(stmt *gorm.Statement) (*clause.IN, int) {
+	c, ok := stmt.Clauses["WHERE"]
+	if !ok {
+		return nil, -1
+	}
+	w, ok := c.Expression.(clause.Where)
+	if !ok {
+		return nil, -1
+	}
+	for i, e := range w.Exprs {
+		in, ok := e.(clause.IN)
+		if !ok {
+			continue
+		}
+		switch col := in.Column.(type) {
+		case clause.Column:
+			if col.Table == clause.CurrentTable {
+				return &in, i
+			}
+		case []clause.Column:
+			if len(col) > 0 && col[0].Table == clause.CurrentTable {
+				return &in, i
+			}
+		}
+	}
+	return nil, -1
+}
+
+func columnNames(c any) []string {
+	switch col := c.(type) {
+	case clause.Column:
+		return []string{col.Name}
+	case []clause.Column:
+		out := make([]string, len(col))
+		for i, x := range col {
+			out[i] = x.Name
+		}
+		return out
+	}
+	return nil
+}
+
+// matchRelation finds the relationship of parent that child's query loads
+// by cols, and whether it is a many2many's join-table phase ("join"). Two
+// candidates, or none, give nil: the query is then not cached.
+func matchRelation(parent, child *schema.Schema, cols []string) (*schema.Relationship, string) {
+	var (
+		found *schema.Relationship
+		phase string
+		n     int
+	)
+	for _, rel := range parent.Relationships.Relations {
+		if rel.JoinTable != nil {
+			var joinCols, targetCols []string
+			for _, ref := range rel.References {
+				switch {
+				case ref.OwnPrimaryKey:
+					joinCols = append(joinCols, ref.ForeignKey.DBName)
+				case ref.PrimaryValue == "":
+					targetCols = append(targetCols, ref.PrimaryKey.DBName)
+				}
+			}
+			if child.Table == rel.JoinTable.Table && equalStrings(cols, joinCols) {
+				found, phase, n = rel, "join", n+1
+			} else if rel.FieldSchema != nil && child.Table == rel.FieldSchema.Table && equalStrings(cols, targetCols) {
+				found, phase, n = rel, "target", n+1
+			}
+			continue
+		}
+		if rel.FieldSchema == nil || child.Table != rel.FieldSchema.Table {
+			continue
+		}
+		var relCols []string
+		for _, ref := range rel.References {
+			switch {
+			case ref.OwnPrimaryKey:
+				relCols = append(relCols, ref.ForeignKey.DBName)
+			case ref.PrimaryValue == "":
+				relCols = append(relCols, ref.PrimaryKey.DBName)
+			}
+		}
+		if equalStrings(cols, relCols) {
+			found, phase, n = rel, "", n+1
+		}
+	}
+	if n != 1 {
+		return nil, ""
+	}
+	return found, phase
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// relLoader loads the children of many parents, one entry per parent. Like
+// queryLoader, it captures in the caller's goroutine all that Create needs.
+type relLoader struct {
+	codec    region.Codec
+	shape    stmtShape
+	in       clause.IN
+	inAt     int
+	fields   []*schema.Field     // the child's fields that hold the parent key
+	destType reflect.Type        // the slice type GORM scans children into
+	keys     []string            // caller keys, one per parent, in IN order
+	values   map[string]any      // caller key → the parent key value(s) of IN
+	keyTags  map[string][]string // caller key → its row tag
+
+	// Used only in the caller's goroutine.
+	dest  reflect.Value
+	parts map[string]reflect.Value // caller key → its children (a slice)
+}
+
+func newRelLoader(db *gorm.DB, r *region.Region, fc *fromCache, in *clause.IN, inAt int, path, phase string) *relLoader {
+	stmt := db.Statement
+	cols := columnNames(in.Column)
+	fields := make([]*schema.Field, len(cols))
+	for i, c := range cols {
+		if fields[i] = stmt.Schema.LookUpField(c); fields[i] == nil {
+			return nil
+		}
+	}
+	l := &relLoader{
+		codec: r.Codec(), shape: captureShape(stmt), in: *in, inAt: inAt, fields: fields,
+		destType: stmt.ReflectValue.Type(), dest: stmt.ReflectValue,
+		values: make(map[string]any, len(in.Values)), keyTags: make(map[string][]string, len(in.Values)),
+		parts: make(map[string]reflect.Value, len(in.Values)),
+	}
+	// The shape of the query without its parent keys: the relation, the
+	// conditions, the columns, the destination.
+	sql, vars := l.shape.build(l.withIN(clause.Expr{SQL: "/* dogpile: parent key */"}))
+	var base []byte
+	base = appendPart(base, 'K', keyVersion+"-rel")
+	base = appendPart(base, 'R', fc.region)
+	base = appendPart(base, 'D', db.Dialector.Name())
+	base = appendPart(base, 'P', path+"#"+phase)
+	base = appendPart(base, 'S', sql)
+	base = append(base, 'V')
+	base = binary.AppendUvarint(base, uint64(len(vars)))
+	for _, v := range vars {
+		base = appendValue(base, v)
+	}
+	base = appendPart(base, 'T', fingerprint(l.destType, stmt.Schema))
+	table := stmt.Schema.Table
+	for _, v := range in.Values {
+		parts := []any{v}
+		if tuple, ok := v.([]any); ok {
+			parts = tuple
+		}
+		b := append([]byte(nil), base...)
+		for _, x := range parts {
+			b = appendValue(b, x)
+		}
+		sum := sha256.Sum256(b)
+		k := "r:" + base64.RawURLEncoding.EncodeToString(sum[:])
+		if _, dup := l.values[k]; dup {
+			continue
+		}
+		l.keys = append(l.keys, k)
+		l.values[k] = v
+		l.keyTags[k] = []string{rowTag(table, cols, parts)}
+	}
+	return l
+}
+
+// withIN returns the statement's clauses with the preload's IN replaced.
+func (l *relLoader) withIN(e clause.Expression) map[string]clause.Clause {
+	clauses := make(map[string]clause.Clause, len(l.shape.clauses))
+	for k, c := range l.shape.clauses {
+		clauses[k] = c
+	}
+	c := clauses["WHERE"]
+	w := c.Expression.(clause.Where)
+	exprs := append([]clause.Expression(nil), w.Exprs...)
+	exprs[l.inAt] = e
+	c.Expression = clause.Where{Exprs: exprs}
+	clauses["WHERE"] = c
+	return clauses
+}
+
+// Create queries the children of the parents in keys only.
+func (l *relLoader) Create(ctx context.Context, keys []string) (map[string]any, error) {
+	in := l.in
+	in.Values = make([]any, len(keys))
+	for i, k := range keys {
+		in.Values[i] = l.values[k]
+	}
+	shape := l.shape
+	shape.ctx = ctx
+	sql, vars := shape.build(l.withIN(in))
+	fresh := reflect.New(l.destType)
+	tx := shape.scanner(fresh)
+	rows, err := shape.pool.QueryContext(ctx, sql, vars...)
+	if err != nil {
+		return nil, err
+	}
+	gorm.Scan(rows, tx, 0)
+	if err := rows.Close(); err != nil && tx.Error == nil {
+		return nil, err
+	}
+	if tx.Error != nil {
+		return nil, tx.Error
+	}
+	// One slice per parent, in the order the database returned the rows.
+	byKey := make(map[string]string, len(keys)) // parent key string → caller key
+	for _, k := range keys {
+		byKey[keyString(l.parts0(k)...)] = k
+	}
+	groups := make(map[string]reflect.Value, len(keys))
+	for _, k := range keys {
+		groups[k] = reflect.MakeSlice(l.destType, 0, 0)
+	}
+	all := fresh.Elem()
+	for i := 0; i < all.Len(); i++ {
+		elem := all.Index(i)
+		vals := make([]any, len(l.fields))
+		for j, f := range l.fields {
+			vals[j], _ = f.ValueOf(ctx, reflect.Indirect(elem))
+		}
+		if k, ok := byKey[keyString(vals...)]; ok {
+			groups[k] = reflect.Append(groups[k], elem)
+		}
+	}
+	out := make(map[string]any, len(keys))
+	for k, g := range groups {
+		ptr := reflect.New(l.destType)
+		ptr.Elem().Set(g)
+		res := &queryResult{fresh: ptr, rowsAffected: int64(g.Len())}
+		res.raw = encodeResult(l.codec, ptr, res.rowsAffected)
+		out[k] = res
+	}
+	return out, nil
+}
+
+// parts0 returns the parent key value(s) of caller key k.
+func (l *relLoader) parts0(k string) []any {
+	v := l.values[k]
+	if tuple, ok := v.([]any); ok {
+		return tuple
+	}
+	return []any{v}
+}
+
+// Decode reads one parent's children.
+func (l *relLoader) Decode(k string, c region.Codec, payload []byte) error {
+	part := reflect.New(l.destType).Elem()
+	if _, err := decodeResult(c, payload, part); err != nil {
+		return err
+	}
+	l.parts[k] = part
+	return nil
+}
+
+// Adopt takes one parent's children as Create made them.
+func (l *relLoader) Adopt(k string, v any) {
+	l.parts[k] = v.(*queryResult).fresh.Elem()
+}
+
+// assemble puts every parent's children into the destination, parents in
+// the order of the query's IN, and returns how many there are.
+func (l *relLoader) assemble() int64 {
+	out := reflect.MakeSlice(l.destType, 0, 20)
+	for _, k := range l.keys {
+		if part, ok := l.parts[k]; ok {
+			out = reflect.AppendSlice(out, part)
+		}
+	}
+	l.dest.Set(out)
+	return int64(out.Len())
+}
+
+// stmtShape is what building and scanning a statement's query needs,
+// captured so that it can be done off the caller's goroutine.
+type stmtShape struct {
+	ctx      context.Context
+	config   *gorm.Config
+	pool     gorm.ConnPool
+	stmt     *gorm.Statement // for Joins, which GORM never writes after building
+	clauses  map[string]clause.Clause
+	build0   []string
+	selects  []string
+	omits    []string
+	distinct bool
+	unscoped bool
+	table    string
+	tableExp *clause.Expr
+	schema   *schema.Schema
+	model    any
+}
+
+func captureShape(stmt *gorm.Statement) stmtShape {
+	clauses := make(map[string]clause.Clause, len(stmt.Clauses))
+	for k, c := range stmt.Clauses {
+		clauses[k] = c
+	}
+	return stmtShape{
+		ctx: stmt.Context, config: stmt.DB.Config, pool: stmt.ConnPool, stmt: stmt, clauses: clauses,
+		build0: stmt.BuildClauses, selects: stmt.Selects, omits: stmt.Omits, distinct: stmt.Distinct,
+		unscoped: stmt.Unscoped, table: stmt.Table, tableExp: stmt.TableExpr, schema: stmt.Schema, model: stmt.Model,
+	}
+}
+
+// build returns the SQL and vars of the shape's query with clauses.
+func (s stmtShape) build(clauses map[string]clause.Clause) (string, []any) {
+	tx := &gorm.DB{Config: s.config}
+	tx.Statement = &gorm.Statement{
+		DB: tx, ConnPool: s.pool, Context: s.ctx, Clauses: clauses, BuildClauses: s.build0,
+		Selects: s.selects, Omits: s.omits, Distinct: s.distinct, Unscoped: s.unscoped,
+		Table: s.table, TableExpr: s.tableExp, Schema: s.schema, Model: s.model, Joins: s.stmt.Joins,
+	}
+	callbacks.BuildQuerySQL(tx)
+	return tx.Statement.SQL.String(), tx.Statement.Vars
+}
+
+// scanner returns a *gorm.DB that gorm.Scan fills into fresh.
+func (s stmtShape) scanner(fresh reflect.Value) *gorm.DB {
+	tx := &gorm.DB{Config: s.config}
+	tx.Statement = &gorm.Statement{
+		DB: tx, ConnPool: s.pool, Context: s.ctx, Schema: s.schema, Table: s.table,
+		ColumnMapping: s.stmt.ColumnMapping, Joins: s.stmt.Joins,
+		Dest: fresh.Interface(), ReflectValue: fresh.Elem(),
+	}
+	return tx
+}
+
+// Row tags. An entry of a preloaded association depends on the rows of its
+// own parent: the tag "<table>#<key columns>=<parent key>". A write to a
+// child row bumps the tags of its key values before and after the write; a
+// write whose rows cannot be known bumps the table's coarse tag, on which
+// every such entry also depends.
+
+func coarseTag(table string) string { return normTable(table) + "#rows" }
+
+func rowTag(table string, cols []string, values []any) string {
+	return normTable(table) + "#" + strings.Join(cols, ",") + "=" + keyString(values...)
+}
+
+// keyString renders key values so that the same database value gives the
+// same text whatever Go type carried it (uint 3, int64 3 and *int 3 alike).
+func keyString(values ...any) string {
+	var b strings.Builder
+	for i, v := range values {
+		if i > 0 {
+			b.WriteByte(0x1f)
+		}
+		writeKeyValue(&b, v)
+	}
+	return b.String()
+}
+
+func writeKeyValue(b *strings.Builder, v any) {
+	if valuer, ok := v.(driver.Valuer); ok {
+		if sent, err := valueOf(valuer); err == nil {
+			v = sent
+		}
+	}
+	rv := reflect.ValueOf(v)
+	for rv.IsValid() && rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			b.WriteString("null")
+			return
+		}
+		rv = rv.Elem()
+	}
+	if !rv.IsValid() {
+		b.WriteString("null")
+		return
+	}
+	switch rv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		b.WriteString("n" + strconv.FormatInt(rv.Int(), 10))
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		b.WriteString("n" + strconv.FormatUint(rv.Uint(), 10))
+	case reflect.String:
+		b.WriteString("s" + rv.String())
+	case reflect.Slice:
+		if rv.Type().Elem().Kind() == reflect.Uint8 {
+			b.WriteString("s" + string(rv.Bytes()))
+			return
+		}
+		fmt.Fprintf(b, "x%v", rv.Interface())
+	default:
+		if t, ok := rv.Interface().(time.Time); ok {
+			b.WriteString("t" + t.UTC().Format(time.RFC3339Nano))
+			return
+		}
+		fmt.Fprintf(b, "x%v", rv.Interface())
+	}
+}
