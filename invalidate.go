@@ -67,10 +67,14 @@ type invalidation struct {
 // invalidated again after it ran.
 type postKey struct{ stmt *gorm.Statement }
 
-// beforeModelWrite runs before Create, Update and Delete: they write the
+func (p *Plugin) beforeCreate(db *gorm.DB) { p.beforeWriteOf(db, writeCreate) }
+func (p *Plugin) beforeUpdate(db *gorm.DB) { p.beforeWriteOf(db, writeUpdate) }
+func (p *Plugin) beforeDelete(db *gorm.DB) { p.beforeWriteOf(db, writeDelete) }
+
+// beforeWriteOf runs before Create, Update and Delete: they write the
 // statement's table (association saves and join-table rows run chains of
 // their own).
-func (p *Plugin) beforeModelWrite(db *gorm.DB) {
+func (p *Plugin) beforeWriteOf(db *gorm.DB, kind writeKind) {
 	if db.Error != nil || db.DryRun {
 		return
 	}
@@ -79,11 +83,16 @@ func (p *Plugin) beforeModelWrite(db *gorm.DB) {
 	if t == "" && stmt.Schema != nil {
 		t = normTable(stmt.Schema.Table)
 	}
-	inv := invalidation{tags: []string{t, anyTable}}
 	if t == "" {
-		inv = invalidation{all: true}
+		p.beginWrite(db, invalidation{all: true})
+		return
 	}
-	p.beginWrite(db, inv)
+	tx, _ := txOf(stmt.ConnPool)
+	rel, after := p.relationTags(db, kind, t, tx != nil)
+	if after {
+		stmt.Settings.Store(newValuesKey{stmt}, true)
+	}
+	p.beginWrite(db, invalidation{tags: append([]string{t, anyTable}, rel...)})
 }
 
 // beforeSQLWrite runs before Exec and Raw(…).Scan/Row/Rows: what they write
@@ -104,7 +113,11 @@ func (p *Plugin) beforeSQLWrite(db *gorm.DB) {
 	switch st.Kind {
 	case sqlscan.Read, sqlscan.Control:
 	case sqlscan.Write:
-		p.beginWrite(db, invalidation{tags: append(st.Writes, anyTable)})
+		tags := append([]string{anyTable}, st.Writes...)
+		for _, t := range st.Writes {
+			tags = append(tags, coarseTag(t))
+		}
+		p.beginWrite(db, invalidation{tags: tags})
 	default:
 		p.beginWrite(db, invalidation{all: true})
 	}

@@ -133,7 +133,12 @@ func (p *Plugin) relationQuery(db *gorm.DB, pc *preloadCtx, rels relOptions) {
 		p.queryHandle(db)
 		return
 	}
-	opts := []region.CallOption{region.WithTags(coarseTag(stmt.Schema.Table)), region.WithKeyTags(l.keyTags)}
+	// Entries depend on their own parent's rows where every writer of the
+	// child table bumps those (see relwrite.go), else on any write to it.
+	opts := []region.CallOption{region.WithTags(normTable(stmt.Schema.Table))}
+	if preciseColumns(stmt.Schema, columnNames(in.Column)) {
+		opts = []region.CallOption{region.WithTags(coarseTag(stmt.Schema.Table)), region.WithKeyTags(l.keyTags)}
+	}
 	if fc.expirationSet {
 		opts = append(opts, region.ExpireAfter(fc.expiration))
 	}
