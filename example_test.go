@@ -1,0 +1,107 @@
+package dogpile_test
+
+import (
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/dogpile-go/dogpile"
+	"github.com/dogpile-go/dogpile/backends/memory"
+	"github.com/dogpile-go/dogpile/internal/countpool"
+	"github.com/dogpile-go/dogpile/region"
+)
+
+type ExampleAuthor struct {
+	ID    uint
+	Name  string
+	Books []ExampleBook `gorm:"foreignKey:AuthorID"`
+}
+
+type ExampleBook struct {
+	ID       uint
+	AuthorID uint
+	Author   *ExampleAuthor
+	Title    string
+}
+
+// openExampleDB opens a SQLite database with a counting pool, so the
+// examples can show how many queries reached the database.
+func openExampleDB() (*gorm.DB, *countpool.Pool, func()) {
+	dir, _ := os.MkdirTemp("", "dogpile-example")
+	sqlDB, _ := sql.Open("sqlite3", filepath.Join(dir, "example.db"))
+	pool := &countpool.Pool{DB: sqlDB}
+	db, _ := gorm.Open(sqlite.New(sqlite.Config{Conn: pool}), &gorm.Config{Logger: logger.Discard})
+	_ = db.AutoMigrate(&ExampleAuthor{}, &ExampleBook{})
+	db.Create(&ExampleAuthor{Name: "Le Guin", Books: []ExampleBook{{Title: "The Dispossessed"}, {Title: "Lathe of Heaven"}}})
+	db.Create(&ExampleAuthor{Name: "Lem", Books: []ExampleBook{{Title: "Solaris"}}})
+	return db, pool, func() { sqlDB.Close(); os.RemoveAll(dir) }
+}
+
+func ExampleFromCache() {
+	db, pool, done := openExampleDB()
+	defer done()
+	regions := map[string]*region.Region{
+		"default": region.New(memory.New(), region.WithExpiration(10*time.Minute)),
+	}
+	if err := db.Use(dogpile.New(regions)); err != nil {
+		panic(err)
+	}
+
+	pool.Reset()
+	for range 3 {
+		var authors []ExampleAuthor
+		db.Scopes(dogpile.FromCache("default")).Order("name").Find(&authors)
+		fmt.Println(len(authors), "authors;", pool.Queries(), "queries so far")
+	}
+	// A write through GORM invalidates at commit: the next read is fresh.
+	db.Model(&ExampleAuthor{}).Where("name = ?", "Lem").Update("name", "Stanisław Lem")
+	var authors []ExampleAuthor
+	db.Scopes(dogpile.FromCache("default")).Order("name").Find(&authors)
+	fmt.Println(authors[1].Name, "after", pool.Queries(), "queries")
+	// Output:
+	// 2 authors; 1 queries so far
+	// 2 authors; 1 queries so far
+	// 2 authors; 1 queries so far
+	// Stanisław Lem after 2 queries
+}
+
+func ExampleRelationshipCache() {
+	db, pool, done := openExampleDB()
+	defer done()
+	regions := map[string]*region.Region{"default": region.New(memory.New())}
+	if err := db.Use(dogpile.New(regions)); err != nil {
+		panic(err)
+	}
+	load := func() []ExampleAuthor {
+		var authors []ExampleAuthor
+		db.Scopes(dogpile.FromCache("default"), dogpile.RelationshipCache("Books", "default")).
+			Preload("Books", func(tx *gorm.DB) *gorm.DB { return tx.Order("id") }).
+			Order("id").Find(&authors)
+		return authors
+	}
+
+	pool.Reset()
+	load()
+	fmt.Println("cold:", pool.Queries(), "queries")
+	pool.Reset()
+	authors := load()
+	fmt.Println("warm:", pool.Queries(), "queries;", authors[0].Name, "wrote", len(authors[0].Books), "books")
+
+	// A change to one of Lem's books invalidates Lem's entry only.
+	book := authors[1].Books[0]
+	book.Title = "Solaris (1961)"
+	db.Save(&book)
+	pool.Reset()
+	authors = load()
+	fmt.Println("after a save:", pool.Queries(), "queries;", authors[1].Books[0].Title)
+	// Output:
+	// cold: 2 queries
+	// warm: 0 queries; Le Guin wrote 2 books
+	// after a save: 1 queries; Solaris (1961)
+}
