@@ -20,9 +20,8 @@ import (
 
 const (
 	invWrites = 150 // commits made by the writer
-	// One reading goroutine: this test is about processes. Several
-	// goroutines in the reader also hit the in-process flight bug of
-	// TestJoinedFlightAfterCommit (a full-package run failed once that way).
+	// One reading goroutine: this test is about processes; readers
+	// joining an in-process flight are TestJoinedFlightAfterCommit's.
 	invReaders = 1
 )
 
