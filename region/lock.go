@@ -50,8 +50,11 @@ type flight struct {
 	// created and stamps say what the value was made from (as in its
 	// envelope): a caller that joined the flight uses the value only if its
 	// own view of the region is no newer.
-	created  int64
-	stamps   [][]byte
+	created int64
+	stamps  [][]byte
+	// run is the creator run's number (Region.creations); 0 when the value
+	// was found stored rather than made.
+	run      int64
 	panicVal any    // non-nil when the creator panicked
 	stack    []byte // where it panicked
 }
@@ -71,6 +74,11 @@ func (fl *flight) found(env *envelope) {
 // hard invalidation in s, from the same tag versions. A value that was being
 // made when a write committed is not given to a caller that began after it.
 func (fl *flight) currentFor(s *snapshot, i int) bool {
+	if s.failed {
+		// Nothing to compare with: only a run that began after the caller
+		// arrived is surely as new as what the caller must see.
+		return fl.run > s.seq
+	}
 	if fl.created < s.inv.hard {
 		return false
 	}
@@ -513,6 +521,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 		names[n] = keys[idx[j]]
 	}
 	r.stats.regenerations.Add(1)
+	run := r.creations.Add(1)
 	vals, cerr := l.Create(ctx, names)
 	if cerr != nil {
 		for _, j := range todo {
@@ -526,7 +535,7 @@ func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx
 			continue
 		}
 		fls[j].val, fls[j].made = v, true
-		fls[j].created, fls[j].stamps = s.now, s.stampsOf(pos[j])
+		fls[j].created, fls[j].stamps, fls[j].run = s.now, s.stampsOf(pos[j]), run
 		fls[j].payload = r.keep(ctx, bkeys[idx[j]], v, &s, pos[j], co, locks[bkeys[idx[j]]])
 	}
 }

@@ -45,6 +45,11 @@ type Region struct {
 
 	flights flights
 
+	// creations numbers the creator runs: each takes the next number just
+	// before it reads its source. A caller that could not read the backend
+	// takes a joined flight's value only if that run read after it arrived.
+	creations atomic.Int64
+
 	// unconfirmed holds tags whose invalidation could not be written to the
 	// backend; see tags.go.
 	unconfirmed unconfirmedTags
@@ -148,6 +153,8 @@ type snapshot struct {
 	shared  int      // how many of tags are the call's
 	pending bool     // an invalidation is in progress on one of the tags
 	bypass  bool     // a tag's invalidation is unconfirmed: neither serve nor store
+	failed  bool     // the backend could not be read: nothing here can be compared
+	seq     int64    // Region.creations when this was read
 	now     int64
 }
 
@@ -197,8 +204,9 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 		all = append(all, r.invKey)
 	}
 	all = append(all, tagKeys...)
+	seq := r.creations.Load()
 	vals, err := r.backend.GetMulti(ctx, all)
-	s := snapshot{now: r.now().UnixNano(), tags: tags, sel: sel, shared: len(co.tagList())}
+	s := snapshot{now: r.now().UnixNano(), tags: tags, sel: sel, shared: len(co.tagList()), seq: seq}
 	if len(tags) > 0 {
 		s.tagKeys = tagKeys[:len(tags)]
 	}
@@ -206,6 +214,7 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 		if err == nil {
 			err = fmt.Errorf("region: backend returned %d values for %d keys", len(vals), len(all))
 		}
+		s.failed = true
 		s.raw = make([][]byte, len(keys))
 		s.stamps = make([][]byte, len(tags))
 		s.bypass = len(tags) > 0 && r.unconfirmed.any(tags)
