@@ -67,11 +67,23 @@ func BenchmarkFirstByPK(b *testing.B) {
 	encoded, err := region.MsgpackCodec{}.Marshal(&want)
 	dbtest.Must(b, err)
 
+	// uncached: the plugin registered, the query without FromCache.
 	b.Run("uncached", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			var it benchItem
 			if err := db.First(&it, 500).Error; err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("no-plugin", func(b *testing.B) {
+		plain, err := gorm.Open(db.Dialector, &gorm.Config{Logger: db.Config.Logger})
+		dbtest.Must(b, err)
+		b.ReportAllocs()
+		for b.Loop() {
+			var it benchItem
+			if err := plain.First(&it, 500).Error; err != nil {
 				b.Fatal(err)
 			}
 		}
