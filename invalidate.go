@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/dogpile-go/dogpile/internal/sqlscan"
 )
@@ -67,7 +68,16 @@ type invalidation struct {
 // invalidated again after it ran.
 type postKey struct{ stmt *gorm.Statement }
 
-func (p *Plugin) beforeCreate(db *gorm.DB) { p.beforeWriteOf(db, writeCreate) }
+func (p *Plugin) beforeCreate(db *gorm.DB) {
+	if c, ok := db.Statement.Clauses["ON CONFLICT"]; ok {
+		if oc, ok := c.Expression.(clause.OnConflict); !ok || !oc.DoNothing {
+			// An upsert (Save of a slice) may update existing rows.
+			p.beforeWriteOf(db, writeUpdate)
+			return
+		}
+	}
+	p.beforeWriteOf(db, writeCreate)
+}
 func (p *Plugin) beforeUpdate(db *gorm.DB) { p.beforeWriteOf(db, writeUpdate) }
 func (p *Plugin) beforeDelete(db *gorm.DB) { p.beforeWriteOf(db, writeDelete) }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -113,7 +114,7 @@ func (p *Plugin) relationQuery(db *gorm.DB, pc *preloadCtx, rels relOptions) {
 		stmt.Settings.Store(ownPathKey{}, path)
 	}
 	fc := rels[path]
-	if fc == nil || db.DryRun {
+	if fc == nil || db.DryRun || !cacheablePreload(stmt, phase) {
 		p.queryHandle(db)
 		return
 	}
@@ -150,6 +151,39 @@ func (p *Plugin) relationQuery(db *gorm.DB, pc *preloadCtx, rels relOptions) {
 		return
 	}
 	p.finish(db, l.assemble())
+}
+
+// cacheablePreload reports whether per-parent entries can reproduce the
+// preload query's answer. A LIMIT or OFFSET applies to all parents at once,
+// so it cannot be split per parent. The rows of a many2many's target phase
+// are shared between parents in an order the database chose: the entries
+// can give them back in primary-key order only, so an ORDER BY on anything
+// else goes to the database.
+func cacheablePreload(stmt *gorm.Statement, phase string) bool {
+	if _, ok := stmt.Clauses["LIMIT"]; ok {
+		return false
+	}
+	if phase != "target" {
+		return true
+	}
+	c, ok := stmt.Clauses["ORDER BY"]
+	if !ok {
+		return len(stmt.Schema.PrimaryFields) == 1
+	}
+	ob, ok := c.Expression.(clause.OrderBy)
+	if !ok || ob.Expression != nil || len(ob.Columns) != 1 || ob.Columns[0].Desc || len(stmt.Schema.PrimaryFields) != 1 {
+		return false
+	}
+	col := ob.Columns[0].Column
+	name := col.Name
+	if col.Raw {
+		name = strings.TrimSpace(strings.TrimSuffix(strings.ToLower(strings.TrimSpace(name)), " asc"))
+		if i := strings.LastIndexByte(name, '.'); i >= 0 {
+			name = name[i+1:]
+		}
+		name = strings.Trim(name, "\"`")
+	}
+	return name == stmt.Schema.PrimaryFields[0].DBName
 }
 
 // findIN returns the WHERE clause's IN on the current table that a preload
@@ -265,6 +299,7 @@ type relLoader struct {
 	in       clause.IN
 	inAt     int
 	fields   []*schema.Field     // the child's fields that hold the parent key
+	byPK     *schema.Field       // set for a many2many target phase: results go in its order
 	destType reflect.Type        // the slice type GORM scans children into
 	keys     []string            // caller keys, one per parent, in IN order
 	values   map[string]any      // caller key → the parent key value(s) of IN
@@ -289,6 +324,9 @@ func newRelLoader(db *gorm.DB, r *region.Region, fc *fromCache, in *clause.IN, i
 		destType: stmt.ReflectValue.Type(), dest: stmt.ReflectValue,
 		values: make(map[string]any, len(in.Values)), keyTags: make(map[string][]string, len(in.Values)),
 		parts: make(map[string]reflect.Value, len(in.Values)),
+	}
+	if phase == "target" {
+		l.byPK = stmt.Schema.PrimaryFields[0]
 	}
 	// The shape of the query without its parent keys: the relation, the
 	// conditions, the columns, the destination.
@@ -421,7 +459,9 @@ func (l *relLoader) Adopt(k string, v any) {
 }
 
 // assemble puts every parent's children into the destination, parents in
-// the order of the query's IN, and returns how many there are.
+// the order of the query's IN, and returns how many there are. A many2many's
+// target rows are shared between parents: they are put in primary-key order
+// (cacheablePreload allows nothing else).
 func (l *relLoader) assemble() int64 {
 	out := reflect.MakeSlice(l.destType, 0, 20)
 	for _, k := range l.keys {
@@ -429,8 +469,27 @@ func (l *relLoader) assemble() int64 {
 			out = reflect.AppendSlice(out, part)
 		}
 	}
+	if l.byPK != nil {
+		sort.SliceStable(out.Interface(), func(i, j int) bool {
+			a, _ := l.byPK.ValueOf(context.Background(), reflect.Indirect(out.Index(i)))
+			b, _ := l.byPK.ValueOf(context.Background(), reflect.Indirect(out.Index(j)))
+			return lessKey(a, b)
+		})
+	}
 	l.dest.Set(out)
 	return int64(out.Len())
+}
+
+// lessKey orders primary key values: numbers numerically, the rest as text.
+func lessKey(a, b any) bool {
+	ra, rb := reflect.Indirect(reflect.ValueOf(a)), reflect.Indirect(reflect.ValueOf(b))
+	switch {
+	case ra.CanInt() && rb.CanInt():
+		return ra.Int() < rb.Int()
+	case ra.CanUint() && rb.CanUint():
+		return ra.Uint() < rb.Uint()
+	}
+	return fmt.Sprint(a) < fmt.Sprint(b)
 }
 
 // stmtShape is what building and scanning a statement's query needs,

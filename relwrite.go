@@ -52,6 +52,12 @@ func keyColumns(s *schema.Schema) []*schema.Field {
 		add(f)
 	}
 	for _, rel := range s.Relationships.Relations {
+		if rel.Schema != s {
+			// GORM adds the back side of other models' has-many relations
+			// once those models are parsed: a writer that never parsed them
+			// would not know these columns, so nobody relies on them.
+			continue
+		}
 		for _, ref := range rel.References {
 			add(ref.ForeignKey)
 			add(ref.PrimaryKey)
