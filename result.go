@@ -1,6 +1,7 @@
 package dogpile
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/dogpile-go/dogpile/region"
 )
@@ -32,6 +35,7 @@ const (
 const (
 	destByCodec   byte = iota // the destination's own type, through the codec
 	destTypedMaps             // map[string]any rows, with each value's Go type kept
+	destCompact               // the destination's own type, msgpack with structs as arrays
 )
 
 var errResultFormat = errors.New("dogpile: cached answer of another format")
@@ -89,11 +93,56 @@ func encodeResult(c region.Codec, fresh reflect.Value, rows int64) []byte {
 			mode = timesUTC
 		}
 	}
+	if _, ok := c.(region.MsgpackCodec); ok {
+		// With the default codec, structs are written as arrays rather than
+		// maps of field names: a third of the size and much faster to read.
+		// It is safe here because the key holds the type's fingerprint, so
+		// bytes are only ever read back into the same struct shape.
+		body, err := compactMarshal(fresh.Interface())
+		if err != nil {
+			return nil
+		}
+		return append(append(b, mode, destCompact), body...)
+	}
 	body, err := c.Marshal(fresh.Interface())
 	if err != nil {
 		return nil
 	}
 	return append(append(b, mode, destByCodec), body...)
+}
+
+// compactMarshal encodes v as msgpack with structs as arrays.
+func compactMarshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.UseArrayEncodedStructs(true)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// compactDecoder is a pooled msgpack decoder with its reader.
+type compactDecoder struct {
+	r bytes.Reader
+	d *msgpack.Decoder
+}
+
+var compactDecoders = sync.Pool{New: func() any { return &compactDecoder{d: msgpack.NewDecoder(nil)} }}
+
+// compactUnmarshal decodes what compactMarshal wrote into v.
+func compactUnmarshal(b []byte, v any) error {
+	cd := compactDecoders.Get().(*compactDecoder)
+	cd.r.Reset(b)
+	cd.d.Reset(&cd.r)
+	err := cd.d.Decode(v)
+	if err == nil && cd.r.Len() != 0 {
+		err = errResultFormat
+	}
+	cd.r.Reset(nil)
+	cd.d.Reset(nil)
+	compactDecoders.Put(cd)
+	return err
 }
 
 // decodeResult fills dest (addressable) from b and returns RowsAffected.
@@ -111,11 +160,17 @@ func decodeResult(c region.Codec, b []byte, dest reflect.Value) (int64, error) {
 		if err := decodeTypedMaps(c, body, dest); err != nil {
 			return 0, err
 		}
-	case destByCodec:
+	case destByCodec, destCompact:
 		// Decode in place over a zeroed destination, as a fresh scan would
 		// fill it; on failure leave it zeroed, never half-written.
 		dest.SetZero()
-		if err := c.Unmarshal(body, dest.Addr().Interface()); err != nil {
+		var err error
+		if kind == destCompact {
+			err = compactUnmarshal(body, dest.Addr().Interface())
+		} else {
+			err = c.Unmarshal(body, dest.Addr().Interface())
+		}
+		if err != nil {
 			dest.SetZero()
 			return 0, err
 		}
