@@ -37,8 +37,10 @@ const (
 	rcBenchChildren = 5
 )
 
-func rcBenchDB(b *testing.B) (*dbtest.DB, *region.Region) {
-	db := dbtest.SQLite(b)
+func rcBenchDB(b *testing.B) (*dbtest.DB, *region.Region) { return rcBenchDBOn(b, dbtest.SQLite) }
+
+func rcBenchDBOn(b *testing.B, open func(testing.TB) *dbtest.DB) (*dbtest.DB, *region.Region) {
+	db := open(b)
 	r := region.New(memory.New(), region.WithExpiration(time.Hour))
 	dbtest.Must(b, db.Use(dogpile.New(map[string]*region.Region{"default": r})))
 	dbtest.Must(b, db.AutoMigrate(&RcBenchUser{}, &RcBenchPost{}))
@@ -143,6 +145,31 @@ func BenchmarkRcPreload(b *testing.B) {
 			invalidate()
 			b.StartTimer()
 			rcBenchLoad(b, scoped())
+		}
+	})
+}
+
+// BenchmarkRcPreloadPostgres is BenchmarkRcPreload's uncached and all-hits
+// cases on the real PostgreSQL server, where a query costs a round trip.
+func BenchmarkRcPreloadPostgres(b *testing.B) {
+	b.Run("Uncached", func(b *testing.B) {
+		db, _ := rcBenchDBOn(b, dbtest.Postgres)
+		b.ReportAllocs()
+		for b.Loop() {
+			rcBenchLoad(b, db.DB)
+		}
+	})
+	b.Run("AllHits", func(b *testing.B) {
+		db, _ := rcBenchDBOn(b, dbtest.Postgres)
+		scoped := func() *gorm.DB { return db.Scopes(dogpile.FromCache("default"), rcRC("Posts")) }
+		rcBenchLoad(b, scoped())
+		db.Pool.Reset()
+		b.ReportAllocs()
+		for b.Loop() {
+			rcBenchLoad(b, scoped())
+		}
+		if q := db.Pool.Queries(); q != 0 {
+			b.Fatalf("%d queries reached the database during hits", q)
 		}
 	})
 }
