@@ -218,26 +218,39 @@ type queryLoader struct {
 // Create runs the query into a fresh value of the destination's type.
 func (l *queryLoader) Create(ctx context.Context, keys []string) (map[string]any, error) {
 	fresh := reflect.New(l.destType)
-	tx := &gorm.DB{Config: l.config}
-	tx.Statement = &gorm.Statement{
-		DB: tx, ConnPool: l.pool, Context: ctx, Schema: l.schema, Table: l.stmt.Table,
-		ColumnMapping: l.stmt.ColumnMapping, Joins: l.stmt.Joins,
-		Dest: fresh.Interface(), ReflectValue: fresh.Elem(),
-	}
-	rows, err := l.pool.QueryContext(ctx, l.sql, l.vars...)
-	if err != nil {
+	tx := newScanner(ctx, l.config, l.pool, l.schema, l.stmt, fresh)
+	if err := runScan(ctx, tx, l.pool, l.sql, l.vars); err != nil {
 		return nil, err
-	}
-	gorm.Scan(rows, tx, 0)
-	if err := rows.Close(); err != nil && tx.Error == nil {
-		return nil, err
-	}
-	if tx.Error != nil {
-		return nil, tx.Error
 	}
 	res := &queryResult{fresh: fresh, rowsAffected: tx.RowsAffected}
 	res.raw = encodeResult(l.codec, fresh, tx.RowsAffected)
 	return map[string]any{keys[0]: res}, nil
+}
+
+// newScanner returns a *gorm.DB that gorm.Scan fills into fresh: stmt
+// lends it the fields GORM never writes after the query callback.
+func newScanner(ctx context.Context, config *gorm.Config, pool gorm.ConnPool, s *schema.Schema, stmt *gorm.Statement, fresh reflect.Value) *gorm.DB {
+	tx := &gorm.DB{Config: config}
+	tx.Statement = &gorm.Statement{
+		DB: tx, ConnPool: pool, Context: ctx, Schema: s, Table: stmt.Table,
+		ColumnMapping: stmt.ColumnMapping, Joins: stmt.Joins,
+		Dest: fresh.Interface(), ReflectValue: fresh.Elem(),
+	}
+	return tx
+}
+
+// runScan runs sql on pool and scans its rows with tx, as GORM's own query
+// handler does, leaving a not-found to the caller.
+func runScan(ctx context.Context, tx *gorm.DB, pool gorm.ConnPool, sql string, vars []any) error {
+	rows, err := pool.QueryContext(ctx, sql, vars...)
+	if err != nil {
+		return err
+	}
+	gorm.Scan(rows, tx, 0)
+	if err := rows.Close(); err != nil && tx.Error == nil {
+		return err
+	}
+	return tx.Error
 }
 
 // Decode fills the caller's destination from a cached answer.

@@ -391,17 +391,8 @@ func (l *relLoader) Create(ctx context.Context, keys []string) (map[string]any, 
 	shape.ctx = ctx
 	sql, vars := shape.build(l.withIN(in))
 	fresh := reflect.New(l.destType)
-	tx := shape.scanner(fresh)
-	rows, err := shape.pool.QueryContext(ctx, sql, vars...)
-	if err != nil {
+	if err := runScan(ctx, newScanner(ctx, shape.config, shape.pool, shape.schema, shape.stmt, fresh), shape.pool, sql, vars); err != nil {
 		return nil, err
-	}
-	gorm.Scan(rows, tx, 0)
-	if err := rows.Close(); err != nil && tx.Error == nil {
-		return nil, err
-	}
-	if tx.Error != nil {
-		return nil, tx.Error
 	}
 	// One slice per parent, in the order the database returned the rows.
 	byKey := make(map[string]string, len(keys)) // parent key string → caller key
@@ -533,17 +524,6 @@ func (s stmtShape) build(clauses map[string]clause.Clause) (string, []any) {
 	}
 	callbacks.BuildQuerySQL(tx)
 	return tx.Statement.SQL.String(), tx.Statement.Vars
-}
-
-// scanner returns a *gorm.DB that gorm.Scan fills into fresh.
-func (s stmtShape) scanner(fresh reflect.Value) *gorm.DB {
-	tx := &gorm.DB{Config: s.config}
-	tx.Statement = &gorm.Statement{
-		DB: tx, ConnPool: s.pool, Context: s.ctx, Schema: s.schema, Table: s.table,
-		ColumnMapping: s.stmt.ColumnMapping, Joins: s.stmt.Joins,
-		Dest: fresh.Interface(), ReflectValue: fresh.Elem(),
-	}
-	return tx
 }
 
 // Row tags. An entry of a preloaded association depends on the rows of its

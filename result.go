@@ -376,6 +376,16 @@ func toTyped(x any) (typedValue, error) {
 	return typedValue{}, fmt.Errorf("%w: %T", errUntyped, x)
 }
 
+// typedKinds are the Go types a typedValue restores by conversion.
+var typedKinds = func() map[string]reflect.Type {
+	m := map[string]reflect.Type{}
+	for _, v := range []any{int64(0), int32(0), int16(0), int8(0), 0, uint64(0), uint32(0), uint16(0), uint8(0), uint(0), float64(0), float32(0), false, ""} {
+		t := reflect.TypeOf(v)
+		m[t.String()] = t
+	}
+	return m
+}()
+
 func fromTyped(tv typedValue) (any, error) {
 	if elem, ok := strings.CutPrefix(tv.T, "*"); ok {
 		x, err := fromTyped(typedValue{T: elem, V: tv.V})
@@ -386,109 +396,34 @@ func fromTyped(tv typedValue) (any, error) {
 		p.Elem().Set(reflect.ValueOf(x))
 		return p.Interface(), nil
 	}
-	i := func() (int64, bool) {
-		switch n := tv.V.(type) {
-		case int64:
-			return n, true
-		case int32:
-			return int64(n), true
-		case int16:
-			return int64(n), true
-		case int8:
-			return int64(n), true
-		case uint64:
-			return int64(n), true
-		case uint32:
-			return int64(n), true
-		case uint16:
-			return int64(n), true
-		case uint8:
-			return int64(n), true
-		}
-		return 0, false
-	}
-	u := func() (uint64, bool) { n, ok := i(); return uint64(n), ok }
-	if n, ok := tv.V.(uint64); ok {
-		u = func() (uint64, bool) { return n, true }
-	}
-	f := func() (float64, bool) {
-		switch n := tv.V.(type) {
-		case float64:
-			return n, true
-		case float32:
-			return float64(n), true
-		}
-		n, ok := i()
-		return float64(n), ok
-	}
-	var (
-		out any
-		ok  bool
-	)
+	v := reflect.ValueOf(tv.V)
 	switch tv.T {
 	case "nil":
 		return nil, nil
-	case "int64":
-		out, ok = i()
-	case "int32":
-		n, k := i()
-		out, ok = int32(n), k
-	case "int16":
-		n, k := i()
-		out, ok = int16(n), k
-	case "int8":
-		n, k := i()
-		out, ok = int8(n), k
-	case "int":
-		n, k := i()
-		out, ok = int(n), k
-	case "uint64":
-		out, ok = u()
-	case "uint32":
-		n, k := u()
-		out, ok = uint32(n), k
-	case "uint16":
-		n, k := u()
-		out, ok = uint16(n), k
-	case "uint8":
-		n, k := u()
-		out, ok = uint8(n), k
-	case "uint":
-		n, k := u()
-		out, ok = uint(n), k
-	case "float64":
-		out, ok = f()
-	case "float32":
-		n, k := f()
-		out, ok = float32(n), k
-	case "bool":
-		out, ok = tv.V.(bool)
-	case "string":
-		out, ok = tv.V.(string)
 	case "[]uint8":
 		switch b := tv.V.(type) {
 		case []byte:
-			out, ok = b, true
+			return b, nil
 		case string:
-			out, ok = []byte(b), true
+			return []byte(b), nil
 		}
 	case "time.UTC", "time.Local":
-		var t time.Time
-		switch x := tv.V.(type) {
-		case time.Time:
-			t, ok = x, true
-		case string:
-			p, err := time.Parse(time.RFC3339Nano, x)
+		t, ok := tv.V.(time.Time)
+		if s, isText := tv.V.(string); isText {
+			p, err := time.Parse(time.RFC3339Nano, s)
 			t, ok = p, err == nil
 		}
-		if tv.T == "time.UTC" {
-			out = t.UTC()
-		} else {
-			out = t.Local()
+		if ok && tv.T == "time.UTC" {
+			return t.UTC(), nil
+		} else if ok {
+			return t.Local(), nil
+		}
+	default:
+		// Numbers come back as whatever width the codec chose: convert
+		// them, and bools and strings, to the type they were.
+		if t, ok := typedKinds[tv.T]; ok && v.IsValid() && v.CanConvert(t) && (v.Kind() == reflect.String) == (t.Kind() == reflect.String) {
+			return v.Convert(t).Interface(), nil
 		}
 	}
-	if !ok {
-		return nil, fmt.Errorf("%w: %s from %T", errUntyped, tv.T, tv.V)
-	}
-	return out, nil
+	return nil, fmt.Errorf("%w: %s from %T", errUntyped, tv.T, tv.V)
 }
