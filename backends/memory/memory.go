@@ -4,7 +4,8 @@
 //
 // Values are copied in and out, so a caller that changes the bytes it got
 // back can never corrupt the cache. Counters (the region's tag versions) are
-// kept apart from the evictable entries, so they are never evicted.
+// entries of weight zero, which the cache never evicts, so one lookup finds
+// either kind.
 package memory
 
 import (
@@ -33,16 +34,16 @@ const entryOverhead = 64
 type Backend struct {
 	cache *otter.Cache[string, *entry]
 
-	// counters maps a key to its *atomic.Int64. Reads are lock-free; creating
-	// or incrementing a counter holds mu, so that SetIf, which also holds mu,
-	// checks its guards and writes as one step.
-	counters sync.Map
-	mu       sync.Mutex
+	// mu is held by Incr and SetIf, so that SetIf checks its guards and
+	// writes as one step with respect to counters. Reads take no lock.
+	mu sync.Mutex
 }
 
+// entry is a value, or a counter when counter is set.
 type entry struct {
-	val []byte
-	ttl time.Duration // zero: no expiry
+	val     []byte
+	ttl     time.Duration // zero: no expiry
+	counter *atomic.Int64 // a counter: weight zero, never evicted, no expiry
 }
 
 // Option configures a Backend.
@@ -67,6 +68,9 @@ func New(opts ...Option) *Backend {
 	return &Backend{cache: otter.Must(&otter.Options[string, *entry]{
 		MaximumWeight: uint64(c.maxBytes),
 		Weigher: func(k string, e *entry) uint32 {
+			if e.counter != nil {
+				return 0 // never evicted
+			}
 			n := len(k) + len(e.val) + entryOverhead
 			if n > math.MaxUint32 {
 				return math.MaxUint32
@@ -74,7 +78,7 @@ func New(opts ...Option) *Backend {
 			return uint32(n)
 		},
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *entry]) time.Duration {
-			if e.Value.ttl <= 0 {
+			if e.Value.ttl <= 0 || e.Value.counter != nil {
 				return time.Duration(math.MaxInt64)
 			}
 			return e.Value.ttl
@@ -92,14 +96,14 @@ func (b *Backend) GetMulti(_ context.Context, keys []string) ([][]byte, error) {
 }
 
 func (b *Backend) get(k string) []byte {
-	// Counters first: a miss there is cheaper than one in the cache.
-	if c, ok := b.counters.Load(k); ok {
-		return strconv.AppendInt(nil, c.(*atomic.Int64).Load(), 10)
+	e, ok := b.cache.GetIfPresent(k)
+	switch {
+	case !ok:
+		return nil
+	case e.counter != nil:
+		return strconv.AppendInt(nil, e.counter.Load(), 10)
 	}
-	if e, ok := b.cache.GetIfPresent(k); ok {
-		return bytes.Clone(e.val)
-	}
-	return nil
+	return bytes.Clone(e.val)
 }
 
 // SetMulti stores copies of the items' values.
@@ -133,7 +137,6 @@ func (b *Backend) SetIf(_ context.Context, item region.Item, guards []region.Gua
 func (b *Backend) Delete(_ context.Context, keys ...string) error {
 	for _, k := range keys {
 		b.cache.Invalidate(k)
-		b.counters.Delete(k)
 	}
 	return nil
 }
@@ -142,14 +145,18 @@ func (b *Backend) Delete(_ context.Context, keys ...string) error {
 func (b *Backend) Incr(_ context.Context, key string) (int64, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c, ok := b.counters.Load(key)
-	if !ok {
-		n := new(atomic.Int64)
-		n.Store(rand.Int64N(1 << 48))
-		c = n
-		b.counters.Store(key, n)
-	}
-	return c.(*atomic.Int64).Add(1), nil
+	var n int64
+	b.cache.Compute(key, func(old *entry, found bool) (*entry, otter.ComputeOp) {
+		if found && old.counter != nil {
+			n = old.counter.Add(1)
+			return old, otter.CancelOp
+		}
+		c := new(atomic.Int64)
+		c.Store(rand.Int64N(1 << 48))
+		n = c.Add(1)
+		return &entry{counter: c}, otter.WriteOp
+	})
+	return n, nil
 }
 
 // Mutex returns nil: the region's in-process lock is all one process needs.
