@@ -147,7 +147,10 @@ func entryPayload(b []byte) ([]byte, error) {
 	} else {
 		b = b[k:]
 	}
-	if len(b) < 2 || b[1] != 0 {
+	// The destination is written by the codec (0) or, with the default
+	// codec, as msgpack with structs as arrays (2); msgpack.Unmarshal reads
+	// both.
+	if len(b) < 2 || (b[1] != 0 && b[1] != 2) {
 		return nil, fmt.Errorf("result not encoded by the codec")
 	}
 	return b[2:], nil
