@@ -16,7 +16,8 @@ import (
 type Backend interface {
 	// GetMulti returns the value stored under each key, in the order of keys.
 	// A missing or expired key has a nil entry. It reads all keys in one round
-	// trip where the store allows it.
+	// trip where the store allows it. It must not keep keys after it returns
+	// (a ProcessLocal backend may be passed keys in recycled memory).
 	GetMulti(ctx context.Context, keys []string) ([][]byte, error)
 
 	// SetMulti stores every item, each with its own time to live.

@@ -1,6 +1,10 @@
 package region
 
-import "context"
+import (
+	"context"
+	"sync"
+	"unsafe"
+)
 
 // noOptions is shared by calls without options; it is never written.
 var noOptions = &callOptions{}
@@ -19,10 +23,28 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 	if len(opts) > 0 {
 		co = collect(opts)
 	}
-	// Room for the invalidation record and the tag keys, which read appends.
-	bkeys := make([]string, 1, 2+2*len(co.tagList()))
-	bkeys[0] = r.entryKey(key)
-	s, err := r.read(ctx, bkeys, co)
+	var (
+		s     snapshot
+		err   error
+		bkeys []string
+	)
+	if r.local {
+		// A backend private to the process is called synchronously and
+		// keeps no key: the key can be built in recycled memory.
+		sc := hitScratches.Get().(*hitScratch)
+		sc.key = append(append(sc.key[:0], r.entryPrefix...), r.mangled(key)...)
+		keys := sc.keys[:1]
+		keys[0] = unsafe.String(unsafe.SliceData(sc.key), len(sc.key))
+		s, err = r.read(ctx, keys, co)
+		clear(sc.keys[:])
+		hitScratches.Put(sc)
+	} else {
+		// Room for the invalidation record and the tag keys, which read
+		// appends.
+		bkeys = make([]string, 1, 2+2*len(co.tagList()))
+		bkeys[0] = r.entryKey(key)
+		s, err = r.read(ctx, bkeys, co)
+	}
 	if err != nil {
 		r.stats.errors.Add(1)
 	} else {
@@ -36,10 +58,22 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 			// The slow path reclassifies and counts the failure.
 		}
 	}
+	if bkeys == nil {
+		bkeys = []string{r.entryKey(key)}
+	}
 	l := &valueLoader[T]{create: create}
 	err = r.load(ctx, []string{key}, bkeys[:1:1], l, co, &s, 0)
 	return l.v, err
 }
+
+// hitScratch is the memory a hit on a process-local backend builds its key
+// and key list in.
+type hitScratch struct {
+	key  []byte
+	keys [8]string // the entry, then what read appends: tag keys
+}
+
+var hitScratches = sync.Pool{New: func() any { return new(hitScratch) }}
 
 // valueLoader is the Loader of GetOrCreate.
 type valueLoader[T any] struct {

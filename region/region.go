@@ -41,7 +41,8 @@ type Region struct {
 	waitTimeout    time.Duration
 	noWaitFallback bool
 	lease          time.Duration
-	now            func() time.Time
+	now            func() time.Time // nil: the default clock
+	clock          clock
 
 	flights flights
 
@@ -65,7 +66,6 @@ func New(backend Backend, opts ...Option) *Region {
 		codec:       MsgpackCodec{},
 		waitTimeout: time.Minute,
 		lease:       10 * time.Second,
-		now:         time.Now,
 	}
 	for _, o := range opts {
 		o(r)
@@ -84,6 +84,14 @@ func New(backend Backend, opts ...Option) *Region {
 	r.flights.m = make(map[string]*flight)
 	r.unconfirmed.r = r
 	return r
+}
+
+// nanos returns the time in Unix nanoseconds.
+func (r *Region) nanos() int64 {
+	if r.now != nil {
+		return r.now().UnixNano()
+	}
+	return r.clock.nanos()
 }
 
 // Name returns the region's name.
@@ -110,10 +118,14 @@ var (
 
 // entryKey is the backend key of a caller's key.
 func (r *Region) entryKey(key string) string {
+	return r.entryPrefix + r.mangled(key)
+}
+
+func (r *Region) mangled(key string) string {
 	if r.mangle != nil {
-		key = r.mangle(key)
+		return r.mangle(key)
 	}
-	return r.entryPrefix + key
+	return key
 }
 
 // state is what a read found for one key.
@@ -206,7 +218,7 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	all = append(all, tagKeys...)
 	seq := r.creations.Load()
 	vals, err := r.backend.GetMulti(ctx, all)
-	s := snapshot{now: r.now().UnixNano(), tags: tags, sel: sel, shared: len(co.tagList()), seq: seq}
+	s := snapshot{now: r.nanos(), tags: tags, sel: sel, shared: len(co.tagList()), seq: seq}
 	if len(tags) > 0 {
 		s.tagKeys = tagKeys[:len(tags)]
 	}
@@ -476,7 +488,7 @@ func (r *Region) Delete(ctx context.Context, key string) error {
 // works without an expiration time too.
 func (r *Region) Invalidate(ctx context.Context, hard bool) error {
 	if r.local {
-		now := r.now().UnixNano()
+		now := r.nanos()
 		if hard {
 			r.hard.Store(now)
 		} else {
@@ -495,7 +507,7 @@ func (r *Region) Invalidate(ctx context.Context, hard bool) error {
 			old = vals[0]
 		}
 		iv := parseInvalidation(old)
-		now := r.now().UnixNano()
+		now := r.nanos()
 		if hard {
 			iv.hard = now
 		} else {
