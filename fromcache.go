@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
+	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
 
 	"github.com/dogpile-go/dogpile/region"
@@ -52,12 +53,22 @@ func WithTables(tables ...string) Option {
 // invalidate it.
 func IgnoreExpiration() Option { return func(fc *fromCache) { fc.ignoreExpiry = true } }
 
-// fromCacheKey is the statement setting a FromCache scope stores.
-type fromCacheKey struct{}
+// fromCacheClause is where a FromCache scope puts its options: among the
+// statement's clauses, which GORM copies with the statement (through Session
+// and chaining) but not into the statements of preloads, to which FromCache,
+// like SQLAlchemy's option, does not apply. GORM builds only the clauses it
+// names, so this one never reaches the SQL.
+const fromCacheClause = "dogpile:fromcache"
 
-// preloadingKey marks a statement whose preloads are running; preload
-// statements copy their parent's settings, and FromCache, like SQLAlchemy's
-// option, applies to the top-level statement only.
+// fromCacheExpr carries a FromCache's options as a clause.
+type fromCacheExpr struct{ fc *fromCache }
+
+// Build writes nothing: the clause is never part of the SQL.
+func (fromCacheExpr) Build(clause.Builder) {}
+
+// preloadingKey marks a statement whose preloads are running: preload
+// statements copy their parent's settings, and so learn they are preloads
+// (RelationshipCache applies to them).
 type preloadingKey struct{}
 
 // FromCache returns a scope that answers the query from the named region:
@@ -73,8 +84,9 @@ func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
 	for _, o := range opts {
 		o(fc)
 	}
+	c := clause.Clause{Name: fromCacheClause, Expression: fromCacheExpr{fc}}
 	return func(db *gorm.DB) *gorm.DB {
-		db.Statement.Settings.Store(fromCacheKey{}, fc)
+		db.Statement.Clauses[fromCacheClause] = c
 		return db
 	}
 }
@@ -88,16 +100,12 @@ func (p *Plugin) query(db *gorm.DB) {
 			return
 		}
 	}
-	v, ok := db.Statement.Settings.Load(fromCacheKey{})
+	c, ok := db.Statement.Clauses[fromCacheClause]
 	if !ok || db.Error != nil || db.DryRun {
 		p.queryHandle(db)
 		return
 	}
-	if _, preloading := db.Statement.Settings.Load(preloadingKey{}); preloading {
-		p.queryHandle(db)
-		return
-	}
-	fc := v.(*fromCache)
+	fc := c.Expression.(fromCacheExpr).fc
 	r := p.regions[fc.region]
 	if r == nil {
 		db.AddError(fmt.Errorf("%w %q", ErrUnknownRegion, fc.region))
@@ -116,7 +124,7 @@ func (p *Plugin) query(db *gorm.DB) {
 		return
 	}
 
-	key := p.cacheKey(db, fc, sql, stmt.Vars)
+	key := p.cacheKey(db, fc, scan, sql, stmt.Vars)
 	opts := fc.callOptions(scan)
 	dest := stmt.ReflectValue
 	ctx := stmt.Context

@@ -29,25 +29,24 @@ import (
 //     model's schema, so that a struct changed by a deploy gets new keys
 //     rather than decoding old bytes into a new shape;
 //   - the WithKey name, if any.
-const keyVersion = "dogpile-key-1"
+//
+// The parts that do not change between executions of one query (all but the
+// bind values) are hashed once into the query's shape; the key is the hash of
+// the shape and the bind values.
+const keyVersion = "dogpile-key-2"
 
 // keyBuffers recycles the buffer a key is hashed from.
 var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-func (p *Plugin) cacheKey(db *gorm.DB, fc *fromCache, sql string, vars []any) string {
+func (p *Plugin) cacheKey(db *gorm.DB, fc *fromCache, sc *scanned, sql string, vars []any) string {
+	shape := p.shapeOf(db, fc, sc, sql)
 	bp := keyBuffers.Get().(*[]byte)
-	b := (*bp)[:0]
-	b = appendPart(b, 'K', keyVersion)
-	b = appendPart(b, 'R', fc.region)
-	b = appendPart(b, 'D', db.Dialector.Name())
-	b = appendPart(b, 'S', sql)
+	b := append((*bp)[:0], shape[:]...)
 	b = append(b, 'V')
 	b = binary.AppendUvarint(b, uint64(len(vars)))
 	for _, v := range vars {
 		b = appendValue(b, v)
 	}
-	b = appendPart(b, 'T', fingerprint(db.Statement.ReflectValue.Type(), db.Statement.Schema))
-	b = appendPart(b, 'N', fc.name)
 	sum := sha256.Sum256(b)
 	*bp = b
 	keyBuffers.Put(bp)
@@ -55,6 +54,39 @@ func (p *Plugin) cacheKey(db *gorm.DB, fc *fromCache, sql string, vars []any) st
 	out[0], out[1] = 'q', ':'
 	base64.RawURLEncoding.Encode(out[2:], sum[:])
 	return string(out[:])
+}
+
+// shapeKey identifies a query's shape: everything in its key but the bind
+// values. sc stands for the SQL text (and table) it was scanned from.
+type shapeKey struct {
+	sc      *scanned
+	region  string
+	name    string
+	dialect string
+	dest    reflect.Type
+	schema  *schema.Schema
+}
+
+// shapeOf returns the hash of the query's shape, computed once.
+func (p *Plugin) shapeOf(db *gorm.DB, fc *fromCache, sc *scanned, sql string) [32]byte {
+	k := shapeKey{sc, fc.region, fc.name, db.Dialector.Name(), db.Statement.ReflectValue.Type(), db.Statement.Schema}
+	if v, ok := p.shapes.m.Load(k); ok {
+		return v.([32]byte)
+	}
+	var b []byte
+	b = appendPart(b, 'K', keyVersion)
+	b = appendPart(b, 'R', fc.region)
+	b = appendPart(b, 'D', k.dialect)
+	b = appendPart(b, 'S', sql)
+	b = appendPart(b, 'T', fingerprint(k.dest, k.schema))
+	b = appendPart(b, 'N', fc.name)
+	sum := sha256.Sum256(b)
+	if p.shapes.n.Load() < maxScans {
+		if _, loaded := p.shapes.m.LoadOrStore(k, sum); !loaded {
+			p.shapes.n.Add(1)
+		}
+	}
+	return sum
 }
 
 func appendPart(b []byte, tag byte, s string) []byte {

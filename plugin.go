@@ -41,7 +41,8 @@ type Plugin struct {
 	regionList  []*region.Region // sorted by name, for deterministic invalidation order
 	queryHandle func(*gorm.DB)   // GORM's own gorm:query, saved by Initialize
 
-	scans scanCache // SQL text → what it reads and writes
+	scans  scanCache // SQL text → what it reads and writes
+	shapes scanCache // shapeKey → the hash of a query's shape (keys.go)
 }
 
 // PluginName is the name the plugin registers under.

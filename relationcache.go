@@ -93,7 +93,11 @@ func markPreloading(db *gorm.DB) {
 
 // unmarkPreloading runs after the preloads, so a reused statement is not
 // taken for one.
-func unmarkPreloading(db *gorm.DB) { db.Statement.Settings.Delete(preloadingKey{}) }
+func unmarkPreloading(db *gorm.DB) {
+	if len(db.Statement.Preloads) > 0 {
+		db.Statement.Settings.Delete(preloadingKey{})
+	}
+}
 
 // relationQuery answers a preload statement from per-parent entries.
 func (p *Plugin) relationQuery(db *gorm.DB, pc *preloadCtx, rels relOptions) {

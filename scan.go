@@ -13,7 +13,7 @@ import (
 // should neither tokenize it again nor rebuild its tags. It stops growing at
 // maxScans entries (SQL with inlined values would otherwise grow it forever).
 type scanCache struct {
-	m sync.Map     // scanKey → *scanned
+	m sync.Map     // scanKey → *scanned (or, for shapes, shapeKey → [32]byte)
 	n atomic.Int64 // entries in m
 }
 
