@@ -3,6 +3,7 @@ package region
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 )
 
@@ -88,6 +89,14 @@ type Fencer interface {
 // memory instead of reading it from the backend on every call.
 type ProcessLocal interface {
 	ProcessLocal() bool
+}
+
+// CounterRefs is implemented by ProcessLocal backends whose counters stay
+// at one address for the backend's life: a Region then reads tag versions
+// with an atomic load instead of a lookup. Counter returns the counter at
+// key, creating it from a random value when it is missing.
+type CounterRefs interface {
+	Counter(key string) *atomic.Int64
 }
 
 // ErrNotStored is returned by Set when the backend refused the write.

@@ -14,7 +14,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -31,6 +33,8 @@ type Region struct {
 	// invalidation record then lives in hard and soft, not in the backend.
 	local          bool
 	hard, soft     atomic.Int64
+	refs           CounterRefs // the backend's, when it has them (local only)
+	marks          sync.Map    // tag → *localMark: the pending markers of a local backend
 	expiration     time.Duration
 	staleTTL       time.Duration
 	staleSet       bool
@@ -80,6 +84,7 @@ func New(backend Backend, opts ...Option) *Region {
 	r.invKey = r.prefix + "inv"
 	if l, ok := backend.(ProcessLocal); ok && l.ProcessLocal() {
 		r.local = true
+		r.refs, _ = backend.(CounterRefs)
 	}
 	r.flights.m = make(map[string]*flight)
 	r.unconfirmed.r = r
@@ -197,25 +202,33 @@ func (s *snapshot) tagKeysOf(i int) []string {
 // read fetches entry keys together with the invalidation record and the tag
 // counters in one backend call. It may use the spare capacity of keys.
 func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snapshot, error) {
-	var tagKeys []string
+	ti := noTags
 	if co.tags != nil {
-		tagKeys = co.tags.keysFor(r)
+		ti = co.tags.infoFor(r)
 	}
 	tags := co.tagList()
 	var sel [][]int
 	if co.bkeyTags != nil {
-		tags, tagKeys, sel = r.keyTagUnion(keys, co, tags, tagKeys)
+		tags, ti, sel = r.keyTagUnion(keys, co, tags, ti)
 	}
-	extra := 1 + len(tagKeys)
+	tagKeys := ti.keys
 	all := keys
-	if cap(all)-len(all) < extra {
-		all = make([]string, len(keys), len(keys)+extra)
-		copy(all, keys)
+	if !r.local || r.refs == nil {
+		// Counters and markers read from the backend, with the entries.
+		fetch := tagKeys
+		if r.refs != nil {
+			fetch = nil
+		}
+		extra := 1 + len(fetch)
+		if cap(all)-len(all) < extra {
+			all = make([]string, len(keys), len(keys)+extra)
+			copy(all, keys)
+		}
+		if !r.local {
+			all = append(all, r.invKey)
+		}
+		all = append(all, fetch...)
 	}
-	if !r.local {
-		all = append(all, r.invKey)
-	}
-	all = append(all, tagKeys...)
 	seq := r.creations.Load()
 	vals, err := r.backend.GetMulti(ctx, all)
 	s := snapshot{now: r.nanos(), tags: tags, sel: sel, shared: len(co.tagList()), seq: seq}
@@ -236,15 +249,33 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	s.raw = vals[:n:n]
 	if r.local {
 		s.inv = invalidation{r.hard.Load(), r.soft.Load()}
+		for _, m := range ti.marks {
+			if m.pending(s.now) {
+				s.pending = true
+			}
+		}
 	} else {
 		s.inv = parseInvalidation(vals[n])
 		n++
 	}
-	s.stamps = vals[n : n+len(tags)]
-	for _, p := range vals[n+len(tags):] {
-		if p != nil {
-			if pendingCount(p) > 0 {
-				s.pending = true
+	switch {
+	case r.refs != nil && len(tags) > 0:
+		// Counters at fixed addresses: their decimal text, as a backend
+		// would return it, in one buffer.
+		buf := make([]byte, 0, 20*len(tags))
+		s.stamps = make([][]byte, len(tags))
+		for i, c := range ti.counters {
+			at := len(buf)
+			buf = strconv.AppendInt(buf, c.Load(), 10)
+			s.stamps[i] = buf[at:len(buf):len(buf)]
+		}
+	case r.refs == nil:
+		s.stamps = vals[n : n+len(tags)]
+		if !r.local {
+			for _, p := range vals[n+len(tags):] {
+				if p != nil && pendingCount(p) > 0 {
+					s.pending = true
+				}
 			}
 		}
 	}
@@ -252,10 +283,13 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	return s, nil
 }
 
+// noTags is the tagInfo of a call without tags.
+var noTags = &tagInfo{}
+
 // keyTagUnion adds the keys' own tags to the call's: it returns every tag
-// once, their counter and pending keys (counters first, as keysFor does), and
-// for each key the indexes of its tags.
-func (r *Region) keyTagUnion(keys []string, co *callOptions, shared, sharedKeys []string) ([]string, []string, [][]int) {
+// once, how to read them (as tagInfo does), and for each key the indexes of
+// its tags.
+func (r *Region) keyTagUnion(keys []string, co *callOptions, shared []string, sharedInfo *tagInfo) ([]string, *tagInfo, [][]int) {
 	tags := append([]string(nil), shared...)
 	index := make(map[string]int, len(shared))
 	for i, t := range shared {
@@ -280,16 +314,19 @@ func (r *Region) keyTagUnion(keys []string, co *callOptions, shared, sharedKeys 
 		}
 		sel[i] = own
 	}
-	tk := make([]string, 0, 2*len(tags))
-	tk = append(tk, sharedKeys[:len(shared)]...)
-	for _, t := range tags[len(shared):] {
-		tk = append(tk, r.tagKey(t))
+	extra := r.tagInfo(tags[len(shared):])
+	n := len(shared)
+	ti := &tagInfo{
+		keys:     make([]string, 0, len(sharedInfo.keys)+len(extra.keys)),
+		counters: append(append([]*atomic.Int64(nil), sharedInfo.counters...), extra.counters...),
+		marks:    append(append([]*localMark(nil), sharedInfo.marks...), extra.marks...),
 	}
-	tk = append(tk, sharedKeys[len(shared):]...)
-	for _, t := range tags[len(shared):] {
-		tk = append(tk, r.pendingKey(t))
-	}
-	return tags, tk, sel
+	// Counter keys first, then pending keys, as tagInfo lays them out.
+	ti.keys = append(ti.keys, sharedInfo.keys[:n]...)
+	ti.keys = append(ti.keys, extra.keys[:len(tags)-n]...)
+	ti.keys = append(ti.keys, sharedInfo.keys[n:]...)
+	ti.keys = append(ti.keys, extra.keys[len(tags)-n:]...)
+	return tags, ti, sel
 }
 
 // classify decides what raw, the entry at index i of s, means for a caller

@@ -38,26 +38,74 @@ import (
 func (r *Region) tagKey(tag string) string     { return r.prefix + "t:{" + r.name + ":" + tag + "}" }
 func (r *Region) pendingKey(tag string) string { return r.prefix + "p:{" + r.name + ":" + tag + "}" }
 
-// tagSet is the tags of a call, with the backend keys they take in each
-// region, computed once.
+// tagSet is the tags of a call, with what they take in each region,
+// computed once.
 type tagSet struct {
 	tags []string
-	keys sync.Map // *Region → []string: the tags' counter keys, then their pending keys
+	info sync.Map // *Region → *tagInfo
 }
 
-func (ts *tagSet) keysFor(r *Region) []string {
-	if k, ok := ts.keys.Load(r); ok {
-		return k.([]string)
+// tagInfo is how a region reads a list of tags.
+type tagInfo struct {
+	// keys are the counter keys, then (for a shared backend) the pending
+	// marker keys: what the region reads from the backend.
+	keys []string
+	// counters are the counters themselves, for a backend with CounterRefs.
+	counters []*atomic.Int64
+	// marks are the in-process pending marks of a ProcessLocal backend.
+	marks []*localMark
+}
+
+func (ts *tagSet) infoFor(r *Region) *tagInfo {
+	if ti, ok := ts.info.Load(r); ok {
+		return ti.(*tagInfo)
 	}
-	k := make([]string, 0, 2*len(ts.tags))
-	for _, t := range ts.tags {
-		k = append(k, r.tagKey(t))
+	ti := r.tagInfo(ts.tags)
+	ts.info.Store(r, ti)
+	return ti
+}
+
+// tagInfo builds what reading tags takes.
+func (r *Region) tagInfo(tags []string) *tagInfo {
+	ti := &tagInfo{keys: make([]string, 0, 2*len(tags))}
+	for _, t := range tags {
+		ti.keys = append(ti.keys, r.tagKey(t))
 	}
-	for _, t := range ts.tags {
-		k = append(k, r.pendingKey(t))
+	if r.local {
+		for _, t := range tags {
+			ti.marks = append(ti.marks, r.markFor(t))
+		}
+	} else {
+		for _, t := range tags {
+			ti.keys = append(ti.keys, r.pendingKey(t))
+		}
 	}
-	ts.keys.Store(r, k)
-	return k
+	if r.refs != nil {
+		for _, k := range ti.keys[:len(tags)] {
+			ti.counters = append(ti.counters, r.refs.Counter(k))
+		}
+	}
+	return ti
+}
+
+// localMark is a pending marker kept in the process, for a ProcessLocal
+// backend: the writers counted in it and when the mark lapses.
+type localMark struct {
+	writers atomic.Int64
+	until   atomic.Int64 // Unix nanoseconds
+}
+
+func (r *Region) markFor(tag string) *localMark {
+	if m, ok := r.marks.Load(tag); ok {
+		return m.(*localMark)
+	}
+	m, _ := r.marks.LoadOrStore(tag, new(localMark))
+	return m.(*localMark)
+}
+
+// pending reports whether a writer is counted in the mark at now.
+func (m *localMark) pending(now int64) bool {
+	return m.writers.Load() > 0 && now < m.until.Load()
 }
 
 // initStamps gives every tag in s that has no counter yet a fresh one, so the
@@ -134,6 +182,15 @@ func (r *Region) bump(ctx context.Context, tags []string, mark int) error {
 // adjustPending adds delta to the number of writers counted in tag's pending
 // marker and renews its lease, by compare-and-set on the marker.
 func (r *Region) adjustPending(ctx context.Context, tag string, delta int64) error {
+	if r.local {
+		// A backend private to the process: the marker lives here.
+		m := r.markFor(tag)
+		if m.writers.Add(delta) < 0 {
+			m.writers.Store(0)
+		}
+		m.until.Store(r.nanos() + int64(r.lease))
+		return nil
+	}
 	key := r.pendingKey(tag)
 	for attempt := 0; attempt < 16; attempt++ {
 		vals, err := r.backend.GetMulti(ctx, []string{key})

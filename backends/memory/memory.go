@@ -142,21 +142,38 @@ func (b *Backend) Delete(_ context.Context, keys ...string) error {
 }
 
 // Incr increments the counter at key; a new counter starts at a random value.
+// It holds the lock SetIf holds, so guards see increments in order.
 func (b *Backend) Incr(_ context.Context, key string) (int64, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var n int64
+	return b.counterLocked(key).Add(1), nil
+}
+
+// Counter implements region.CounterRefs: it returns the counter at key,
+// creating it from a random value when missing. A counter keeps its address
+// until Delete removes its key.
+func (b *Backend) Counter(key string) *atomic.Int64 {
+	if e, ok := b.cache.GetIfPresent(key); ok && e.counter != nil {
+		return e.counter
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.counterLocked(key)
+}
+
+// counterLocked returns or creates the counter at key; b.mu is held.
+func (b *Backend) counterLocked(key string) *atomic.Int64 {
+	var c *atomic.Int64
 	b.cache.Compute(key, func(old *entry, found bool) (*entry, otter.ComputeOp) {
 		if found && old.counter != nil {
-			n = old.counter.Add(1)
+			c = old.counter
 			return old, otter.CancelOp
 		}
-		c := new(atomic.Int64)
+		c = new(atomic.Int64)
 		c.Store(rand.Int64N(1 << 48))
-		n = c.Add(1)
 		return &entry{counter: c}, otter.WriteOp
 	})
-	return n, nil
+	return c
 }
 
 // Mutex returns nil: the region's in-process lock is all one process needs.
@@ -168,7 +185,11 @@ func (b *Backend) WeightedSize() uint64 { return b.cache.WeightedSize() }
 // Len returns the number of entries, counters excluded.
 func (b *Backend) Len() int { return b.cache.EstimatedSize() }
 
-var _ region.Backend = (*Backend)(nil)
+var (
+	_ region.Backend      = (*Backend)(nil)
+	_ region.CounterRefs  = (*Backend)(nil)
+	_ region.ProcessLocal = (*Backend)(nil)
+)
 
 // ProcessLocal reports that only this process reaches the backend.
 func (b *Backend) ProcessLocal() bool { return true }
