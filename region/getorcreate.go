@@ -23,10 +23,26 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 	if len(opts) > 0 {
 		co = collect(opts)
 	}
+	var v T
+	hit, s, err := r.readOne(ctx, key, co, func(b []byte) error { return r.codec.Unmarshal(b, &v) })
+	if hit {
+		return v, nil
+	}
+	if err != nil {
+		r.stats.errors.Add(1)
+	}
+	l := &valueLoader[T]{create: create}
+	err = r.load(ctx, []string{key}, []string{r.entryKey(key)}, l, co, &s, 0)
+	return l.v, err
+}
+
+// readOne is the hit path of one key: it reads the key and, when its value
+// is fresh and decode accepts it, counts a hit. Otherwise it returns the
+// snapshot it read, for the dogpile lock to go on from.
+func (r *Region) readOne(ctx context.Context, key string, co *callOptions, decode func([]byte) error) (bool, snapshot, error) {
 	var (
-		s     snapshot
-		err   error
-		bkeys []string
+		s   snapshot
+		err error
 	)
 	if r.local {
 		// A backend private to the process is called synchronously and
@@ -41,29 +57,20 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 	} else {
 		// Room for the invalidation record and the tag keys, which read
 		// appends.
-		bkeys = make([]string, 1, 2+2*len(co.tagList()))
-		bkeys[0] = r.entryKey(key)
-		s, err = r.read(ctx, bkeys, co)
+		keys := make([]string, 1, 2+2*len(co.tagList()))
+		keys[0] = r.entryKey(key)
+		s, err = r.read(ctx, keys, co)
 	}
 	if err != nil {
-		r.stats.errors.Add(1)
-	} else {
-		var env envelope
-		if r.classify(s.raw[0], &s, 0, co, &env) == fresh {
-			var v T
-			if r.codec.Unmarshal(env.payload, &v) == nil {
-				r.stats.hits.Add(1)
-				return v, nil
-			}
-			// The slow path reclassifies and counts the failure.
-		}
+		return false, s, err
 	}
-	if bkeys == nil {
-		bkeys = []string{r.entryKey(key)}
+	var env envelope
+	if r.classify(s.raw[0], &s, 0, co, &env) == fresh && decode(env.payload) == nil {
+		r.stats.hits.Add(1)
+		return true, s, nil
 	}
-	l := &valueLoader[T]{create: create}
-	err = r.load(ctx, []string{key}, bkeys[:1:1], l, co, &s, 0)
-	return l.v, err
+	// The lock's path reclassifies and counts a decode failure.
+	return false, s, nil
 }
 
 // hitScratch is the memory a hit on a process-local backend builds its key

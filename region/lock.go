@@ -156,6 +156,16 @@ func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...Call
 	if len(opts) > 0 {
 		co = collect(opts)
 	}
+	if len(keys) == 1 && co.keyTags == nil {
+		hit, s, err := r.readOne(ctx, keys[0], co, func(b []byte) error { return l.Decode(keys[0], r.codec, b) })
+		if hit {
+			return nil
+		}
+		if err != nil {
+			r.stats.errors.Add(1)
+		}
+		return r.load(ctx, keys, []string{r.entryKey(keys[0])}, l, co, &s, 0)
+	}
 	bkeys := make([]string, len(keys))
 	for i, k := range keys {
 		bkeys[i] = r.entryKey(k)
