@@ -70,8 +70,15 @@ type shapeKey struct {
 // shapeOf returns the hash of the query's shape, computed once.
 func (p *Plugin) shapeOf(db *gorm.DB, fc *fromCache, sc *scanned, sql string) [32]byte {
 	k := shapeKey{sc, fc.region, fc.name, db.Dialector.Name(), db.Statement.ReflectValue.Type(), db.Statement.Schema}
+	// Most SQL texts are run with one shape: remember the last one on the
+	// scanned text itself, before the shared map.
+	if m := sc.lastShape.Load(); m != nil && m.key == k {
+		return m.sum
+	}
 	if v, ok := p.shapes.m.Load(k); ok {
-		return v.([32]byte)
+		sum := v.([32]byte)
+		sc.lastShape.Store(&shapeMemo{k, sum})
+		return sum
 	}
 	var b []byte
 	b = appendPart(b, 'K', keyVersion)
@@ -86,7 +93,14 @@ func (p *Plugin) shapeOf(db *gorm.DB, fc *fromCache, sc *scanned, sql string) [3
 			p.shapes.n.Add(1)
 		}
 	}
+	sc.lastShape.Store(&shapeMemo{k, sum})
 	return sum
+}
+
+// shapeMemo is a query shape's hash, remembered on its scanned SQL.
+type shapeMemo struct {
+	key shapeKey
+	sum [32]byte
 }
 
 func appendPart(b []byte, tag byte, s string) []byte {

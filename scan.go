@@ -23,6 +23,8 @@ type scanned struct {
 	sqlscan.Statement
 	tables []string          // what a query on it depends on: its reads and table, or anyTable
 	tags   region.CallOption // region.WithTags(tables...)
+
+	lastShape atomic.Pointer[shapeMemo] // the shape this SQL was last run with (keys.go)
 }
 
 const maxScans = 4096

@@ -42,7 +42,13 @@ func (r *Region) pendingKey(tag string) string { return r.prefix + "p:{" + r.nam
 // computed once.
 type tagSet struct {
 	tags []string
-	info sync.Map // *Region → *tagInfo
+	info sync.Map                   // *Region → *tagInfo
+	last atomic.Pointer[regionInfo] // the region last asked for, before the map
+}
+
+type regionInfo struct {
+	r  *Region
+	ti *tagInfo
 }
 
 // tagInfo is how a region reads a list of tags.
@@ -57,11 +63,17 @@ type tagInfo struct {
 }
 
 func (ts *tagSet) infoFor(r *Region) *tagInfo {
-	if ti, ok := ts.info.Load(r); ok {
-		return ti.(*tagInfo)
+	if l := ts.last.Load(); l != nil && l.r == r {
+		return l.ti
 	}
-	ti := r.tagInfo(ts.tags)
-	ts.info.Store(r, ti)
+	var ti *tagInfo
+	if v, ok := ts.info.Load(r); ok {
+		ti = v.(*tagInfo)
+	} else {
+		ti = r.tagInfo(ts.tags)
+		ts.info.Store(r, ti)
+	}
+	ts.last.Store(&regionInfo{r, ti})
 	return ti
 }
 
