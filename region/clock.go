@@ -5,29 +5,60 @@ import (
 	"time"
 )
 
-// clock is the default wall clock of a Region, in Unix nanoseconds. Reading
-// the wall clock costs as much as a quarter of a hit on some machines, so it
-// is read at most every clockResync and advanced by the monotonic clock in
-// between, which costs a single cheaper reading. A step of the wall clock
-// is therefore seen within clockResync.
+// clock is the default clock of a Region, in Unix nanoseconds. Reading the
+// system clock costs as much as a tenth of a hit on some machines, and a hit
+// needs the time only to check expiry, so while the region is in use a
+// goroutine of its own refreshes a coarse reading every clockTick; it stops
+// after a second without readers and starts again on the next one.
+//
+// The coarse reading lags the true time by at most a tick. Values are dated
+// with it, so they can only look older than they are; invalidations are
+// dated with the precise clock (precise), so a value made before an
+// invalidation is always older than it, and one made just after may be taken
+// for older: a wasted miss, never a stale hit.
 type clock struct {
-	anchor atomic.Pointer[clockAnchor]
+	now     atomic.Int64 // the coarse reading, while running
+	running atomic.Bool  // a refresher goroutine runs
+	used    atomic.Bool  // read since the refresher's last tick
 }
 
-type clockAnchor struct {
-	wall int64     // Unix nanoseconds at mono
-	mono time.Time // carries the monotonic reading
-}
-
-const clockResync = 50 * time.Millisecond
+const (
+	clockTick = time.Millisecond
+	clockIdle = 1000 // ticks without a reader before the refresher stops
+)
 
 func (c *clock) nanos() int64 {
-	if a := c.anchor.Load(); a != nil {
-		if d := time.Since(a.mono); d >= 0 && d < clockResync {
-			return a.wall + int64(d)
+	if c.running.Load() {
+		if !c.used.Load() {
+			c.used.Store(true)
+		}
+		return c.now.Load()
+	}
+	now := time.Now().UnixNano()
+	if c.running.CompareAndSwap(false, true) {
+		c.now.Store(now)
+		c.used.Store(true)
+		go c.refresh()
+	}
+	return now
+}
+
+// precise returns the exact time, for invalidations.
+func (c *clock) precise() int64 { return time.Now().UnixNano() }
+
+func (c *clock) refresh() {
+	t := time.NewTicker(clockTick)
+	defer t.Stop()
+	idle := 0
+	for range t.C {
+		c.now.Store(time.Now().UnixNano())
+		if c.used.Swap(false) {
+			idle = 0
+			continue
+		}
+		if idle++; idle >= clockIdle {
+			c.running.Store(false)
+			return
 		}
 	}
-	t := time.Now()
-	c.anchor.Store(&clockAnchor{wall: t.UnixNano(), mono: t})
-	return t.UnixNano()
 }

@@ -99,6 +99,14 @@ func (r *Region) nanos() int64 {
 	return r.clock.nanos()
 }
 
+// preciseNanos returns the exact time, for invalidations (see clock).
+func (r *Region) preciseNanos() int64 {
+	if r.now != nil {
+		return r.now().UnixNano()
+	}
+	return r.clock.precise()
+}
+
 // Name returns the region's name.
 func (r *Region) Name() string { return r.name }
 
@@ -280,6 +288,9 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 		}
 	}
 	s.bypass = len(tags) > 0 && r.unconfirmed.any(tags)
+	// The coarse clock may lag an invalidation read here; what is made after
+	// this read is newer than it, and is dated so.
+	s.now = max(s.now, s.inv.hard, s.inv.soft)
 	return s, nil
 }
 
@@ -525,7 +536,7 @@ func (r *Region) Delete(ctx context.Context, key string) error {
 // works without an expiration time too.
 func (r *Region) Invalidate(ctx context.Context, hard bool) error {
 	if r.local {
-		now := r.nanos()
+		now := r.preciseNanos()
 		if hard {
 			r.hard.Store(now)
 		} else {
@@ -544,7 +555,7 @@ func (r *Region) Invalidate(ctx context.Context, hard bool) error {
 			old = vals[0]
 		}
 		iv := parseInvalidation(old)
-		now := r.nanos()
+		now := r.preciseNanos()
 		if hard {
 			iv.hard = now
 		} else {
