@@ -151,7 +151,8 @@ func (p *Plugin) query(db *gorm.DB) {
 		stmt: stmt, codec: r.Codec(), sql: sql, vars: stmt.Vars,
 		config: db.Config, pool: stmt.ConnPool, schema: stmt.Schema, destType: dest.Type(), dest: dest,
 	}
-	if err := r.Load(ctx, []string{key}, l, opts...); err != nil {
+	l.key[0] = key
+	if err := r.Load(ctx, l.key[:], l, opts...); err != nil {
 		db.AddError(err)
 		return
 	}
@@ -186,7 +187,7 @@ func (p *Plugin) finish(db *gorm.DB, rows int64) {
 // when they cannot be known) and the key name.
 func (fc *fromCache) callOptions(scan *scanned) []region.CallOption {
 	if fc.tables == nil && fc.name == "" && !fc.expirationSet && !fc.ignoreExpiry {
-		return []region.CallOption{scan.tags} // the common case: nothing to build
+		return scan.opts // the common case: nothing to build
 	}
 	tags := fc.tables
 	if len(tags) == 0 {
@@ -219,6 +220,7 @@ type queryLoader struct {
 	destType reflect.Type
 
 	// Used only in the caller's goroutine.
+	key          [1]string     // the entry's key, as Load's key list
 	dest         reflect.Value // the caller's destination (addressable)
 	rowsAffected int64
 }

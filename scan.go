@@ -21,8 +21,9 @@ type scanKey struct{ sql, table string }
 
 type scanned struct {
 	sqlscan.Statement
-	tables []string          // what a query on it depends on: its reads and table, or anyTable
-	tags   region.CallOption // region.WithTags(tables...)
+	tables []string            // what a query on it depends on: its reads and table, or anyTable
+	tags   region.CallOption   // region.WithTags(tables...)
+	opts   []region.CallOption // just tags, for queries with no other option
 
 	lastShape atomic.Pointer[shapeMemo] // the shape this SQL was last run with (keys.go)
 }
@@ -44,6 +45,7 @@ func (p *Plugin) scan(sql, table string) *scanned {
 		sc.tables = []string{anyTable}
 	}
 	sc.tags = region.WithTags(sc.tables...)
+	sc.opts = []region.CallOption{sc.tags}
 	if p.scans.n.Load() < maxScans {
 		if _, loaded := p.scans.m.LoadOrStore(k, sc); !loaded {
 			p.scans.n.Add(1)

@@ -23,15 +23,14 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 	if len(opts) > 0 {
 		co = collect(opts)
 	}
-	var v T
-	hit, s, err := r.readOne(ctx, key, co, func(b []byte) error { return r.codec.Unmarshal(b, &v) })
+	l := &valueLoader[T]{create: create}
+	hit, s, err := r.readOne(ctx, key, co, l)
 	if hit {
-		return v, nil
+		return l.v, nil
 	}
 	if err != nil {
 		r.stats.errors.Add(1)
 	}
-	l := &valueLoader[T]{create: create}
 	err = r.load(ctx, []string{key}, []string{r.entryKey(key)}, l, co, &s, 0)
 	return l.v, err
 }
@@ -39,7 +38,7 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 // readOne is the hit path of one key: it reads the key and, when its value
 // is fresh and decode accepts it, counts a hit. Otherwise it returns the
 // snapshot it read, for the dogpile lock to go on from.
-func (r *Region) readOne(ctx context.Context, key string, co *callOptions, decode func([]byte) error) (bool, snapshot, error) {
+func (r *Region) readOne(ctx context.Context, key string, co *callOptions, l Loader) (bool, snapshot, error) {
 	var (
 		s   snapshot
 		err error
@@ -65,7 +64,7 @@ func (r *Region) readOne(ctx context.Context, key string, co *callOptions, decod
 		return false, s, err
 	}
 	var env envelope
-	if r.classify(s.raw[0], &s, 0, co, &env) == fresh && decode(env.payload) == nil {
+	if r.classify(s.raw[0], &s, 0, co, &env) == fresh && l.Decode(key, r.codec, env.payload) == nil {
 		r.stats.hits.Add(1)
 		return true, s, nil
 	}

@@ -270,8 +270,13 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	case r.refs != nil && len(tags) > 0:
 		// Counters at fixed addresses: their decimal text, as a backend
 		// would return it, in one buffer.
-		buf := make([]byte, 0, 20*len(tags))
-		s.stamps = make([][]byte, len(tags))
+		var buf []byte
+		if len(tags) <= len(stampSpace{}.s) {
+			sp := new(stampSpace) // one allocation for the slices and their bytes
+			s.stamps, buf = sp.s[:len(tags)], sp.b[:0]
+		} else {
+			s.stamps, buf = make([][]byte, len(tags)), make([]byte, 0, 20*len(tags))
+		}
 		for i, c := range ti.counters {
 			at := len(buf)
 			buf = strconv.AppendInt(buf, c.Load(), 10)
@@ -292,6 +297,13 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	// this read is newer than it, and is dated so.
 	s.now = max(s.now, s.inv.hard, s.inv.soft)
 	return s, nil
+}
+
+// stampSpace holds the decimal text of a few counters and the slices over
+// it: 20 bytes fit any int64.
+type stampSpace struct {
+	s [4][]byte
+	b [80]byte
 }
 
 // noTags is the tagInfo of a call without tags.
