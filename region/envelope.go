@@ -28,8 +28,6 @@ type envelope struct {
 	dies    int64
 	stamps  [][]byte
 	payload []byte
-
-	few [4][]byte // room for stamps, so a parse allocates nothing
 }
 
 var errBadEnvelope = errors.New("region: malformed entry")
@@ -75,11 +73,7 @@ func (e *envelope) unmarshal(b []byte) error {
 	b = b[k:]
 	e.stamps = nil
 	if n > 0 {
-		if n <= uint64(len(e.few)) {
-			e.stamps = e.few[:n]
-		} else {
-			e.stamps = make([][]byte, n)
-		}
+		e.stamps = make([][]byte, n)
 		for i := range e.stamps {
 			l, k := binary.Uvarint(b)
 			if k <= 0 || l > uint64(len(b)-k) {

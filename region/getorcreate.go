@@ -23,14 +23,15 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 	if len(opts) > 0 {
 		co = collect(opts)
 	}
-	l := &valueLoader[T]{create: create}
-	hit, s, err := r.readOne(ctx, key, co, l)
+	var v T
+	hit, s, err := r.readOne(ctx, key, co, func(b []byte) error { return r.codec.Unmarshal(b, &v) })
 	if hit {
-		return l.v, nil
+		return v, nil
 	}
 	if err != nil {
 		r.stats.errors.Add(1)
 	}
+	l := &valueLoader[T]{create: create}
 	err = r.load(ctx, []string{key}, []string{r.entryKey(key)}, l, co, &s, 0)
 	return l.v, err
 }
@@ -38,7 +39,7 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 // readOne is the hit path of one key: it reads the key and, when its value
 // is fresh and decode accepts it, counts a hit. Otherwise it returns the
 // snapshot it read, for the dogpile lock to go on from.
-func (r *Region) readOne(ctx context.Context, key string, co *callOptions, l Loader) (bool, snapshot, error) {
+func (r *Region) readOne(ctx context.Context, key string, co *callOptions, decode func([]byte) error) (bool, snapshot, error) {
 	var (
 		s   snapshot
 		err error
@@ -64,7 +65,7 @@ func (r *Region) readOne(ctx context.Context, key string, co *callOptions, l Loa
 		return false, s, err
 	}
 	var env envelope
-	if r.classify(s.raw[0], &s, 0, co, &env) == fresh && l.Decode(key, r.codec, env.payload) == nil {
+	if r.classify(s.raw[0], &s, 0, co, &env) == fresh && decode(env.payload) == nil {
 		r.stats.hits.Add(1)
 		return true, s, nil
 	}
@@ -96,11 +97,14 @@ func (l *valueLoader[T]) Create(ctx context.Context, keys []string) (map[string]
 }
 
 func (l *valueLoader[T]) Decode(_ string, c Codec, payload []byte) error {
-	var v T
-	if err := c.Unmarshal(payload, &v); err != nil {
+	// Straight into the result; a failed decode leaves the zero value, not
+	// half a value.
+	var zero T
+	l.v = zero
+	if err := c.Unmarshal(payload, &l.v); err != nil {
+		l.v = zero
 		return err
 	}
-	l.v = v
 	return nil
 }
 

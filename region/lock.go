@@ -157,7 +157,7 @@ func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...Call
 		co = collect(opts)
 	}
 	if len(keys) == 1 && co.keyTags == nil {
-		hit, s, err := r.readOne(ctx, keys[0], co, l)
+		hit, s, err := r.readOne(ctx, keys[0], co, func(b []byte) error { return l.Decode(keys[0], r.codec, b) })
 		if hit {
 			return nil
 		}
