@@ -99,16 +99,25 @@ type flights struct {
 	m  map[string]*flight // guarded by mu; a key is present while its flight runs
 }
 
-// join returns the flight for key, starting one (lead is true) if none runs.
-func (f *flights) join(key string) (fl *flight, lead bool) {
+// joinAll joins (or starts) the flights of bkeys[i] for each i in idx, all
+// under one lock.
+func (f *flights) joinAll(bkeys []string, idx []int) ([]*flight, []bool) {
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	fls, leads := make([]*flight, len(idx)), make([]bool, len(idx))
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if fl, ok := f.m[key]; ok {
-		return fl, false
+	for n, i := range idx {
+		if fl, ok := f.m[bkeys[i]]; ok {
+			fls[n] = fl
+			continue
+		}
+		fl := &flight{done: make(chan struct{})}
+		f.m[bkeys[i]] = fl
+		fls[n], leads[n] = fl, true
 	}
-	fl = &flight{done: make(chan struct{})}
-	f.m[key] = fl
-	return fl, true
+	return fls, leads
 }
 
 // land publishes the flight's result: later callers start a new flight, the
@@ -213,9 +222,15 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 	if len(bkeys) > 1 {
 		seen = make(map[string]bool, len(bkeys))
 	}
+	// First what each key needs, then every flight joined in one step, so
+	// that of callers asking for overlapping keys at once one leads them all
+	// rather than each leading the keys it happened to reach first.
+	states := make([]state, len(bkeys))
+	var need []int // keys that join a flight
 	for i, k := range bkeys {
 		if seen != nil {
 			if seen[k] {
+				states[i] = fresh // a duplicate: served with the first
 				continue
 			}
 			seen[k] = true
@@ -224,11 +239,22 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 		if st != miss && !r.decode(env.payload, func(b []byte) error { return l.Decode(keys[i], r.codec, b) }) {
 			st = miss
 		}
+		states[i] = st
 		switch st {
 		case fresh:
 			r.stats.hits.Add(1)
+		case miss:
+			r.stats.misses.Add(1)
+			need = append(need, i)
+		default:
+			need = append(need, i)
+		}
+	}
+	fls, leads := r.flights.joinAll(bkeys, need)
+	for n, i := range need {
+		fl, lead := fls[n], leads[n]
+		switch states[i] {
 		case stale:
-			fl, lead := r.flights.join(k)
 			switch {
 			case !lead:
 				r.stats.staleServed.Add(1)
@@ -242,8 +268,6 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 				waits = append(waits, wait{i: i, fl: fl, own: true, stale: true})
 			}
 		case miss:
-			r.stats.misses.Add(1)
-			fl, lead := r.flights.join(k)
 			if lead {
 				fl.seen = s.raw[i]
 				led, ledFl = append(led, i), append(ledFl, fl)
