@@ -2,7 +2,6 @@ package region
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 	"time"
 )
@@ -98,6 +97,3 @@ type ProcessLocal interface {
 type CounterRefs interface {
 	Counter(key string) *atomic.Int64
 }
-
-// ErrNotStored is returned by Set when the backend refused the write.
-var ErrNotStored = errors.New("region: value not stored")
