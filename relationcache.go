@@ -244,16 +244,8 @@ func matchRelation(parent, child *schema.Schema, cols []string) (*schema.Relatio
 		n     int
 	)
 	for _, rel := range parent.Relationships.Relations {
+		relCols, joinCols, targetCols := loadColumns(rel)
 		if rel.JoinTable != nil {
-			var joinCols, targetCols []string
-			for _, ref := range rel.References {
-				switch {
-				case ref.OwnPrimaryKey:
-					joinCols = append(joinCols, ref.ForeignKey.DBName)
-				case ref.PrimaryValue == "":
-					targetCols = append(targetCols, ref.PrimaryKey.DBName)
-				}
-			}
 			if child.Table == rel.JoinTable.Table && equalStrings(cols, joinCols) {
 				found, phase, n = rel, "join", n+1
 			} else if rel.FieldSchema != nil && child.Table == rel.FieldSchema.Table && equalStrings(cols, targetCols) {
@@ -264,15 +256,6 @@ func matchRelation(parent, child *schema.Schema, cols []string) (*schema.Relatio
 		if rel.FieldSchema == nil || child.Table != rel.FieldSchema.Table {
 			continue
 		}
-		var relCols []string
-		for _, ref := range rel.References {
-			switch {
-			case ref.OwnPrimaryKey:
-				relCols = append(relCols, ref.ForeignKey.DBName)
-			case ref.PrimaryValue == "":
-				relCols = append(relCols, ref.PrimaryKey.DBName)
-			}
-		}
 		if equalStrings(cols, relCols) {
 			found, phase, n = rel, "", n+1
 		}
@@ -281,6 +264,22 @@ func matchRelation(parent, child *schema.Schema, cols []string) (*schema.Relatio
 		return nil, ""
 	}
 	return found, phase
+}
+
+// loadColumns returns the columns GORM's preload puts in its IN for rel, in
+// reference order (all), and split into those of the relation's own keys
+// (own: the join table's, for a many2many) and the others (the target's).
+// References fixed to a value (polymorphic types) are conditions, not keys.
+func loadColumns(rel *schema.Relationship) (all, own, other []string) {
+	for _, ref := range rel.References {
+		switch {
+		case ref.OwnPrimaryKey:
+			all, own = append(all, ref.ForeignKey.DBName), append(own, ref.ForeignKey.DBName)
+		case ref.PrimaryValue == "":
+			all, other = append(all, ref.PrimaryKey.DBName), append(other, ref.PrimaryKey.DBName)
+		}
+	}
+	return all, own, other
 }
 
 func equalStrings(a, b []string) bool {

@@ -446,23 +446,7 @@ func (r *Region) lifetimes(now int64, co *callOptions, pending bool) (expires, d
 // and reports whether there was one. It never locks and never regenerates:
 // an expired, invalidated or undecodable value is reported as not found.
 func (r *Region) Get(ctx context.Context, key string, dst any, opts ...CallOption) (bool, error) {
-	co := collect(opts)
-	s, err := r.read(ctx, []string{r.entryKey(key)}, co)
-	if err != nil {
-		r.stats.errors.Add(1)
-		return false, fmt.Errorf("region %s: get %q: %w", r.name, key, err)
-	}
-	var env envelope
-	if r.classify(s.raw[0], &s, 0, co, &env) != fresh {
-		r.stats.misses.Add(1)
-		return false, nil
-	}
-	if !r.decode(env.payload, func(b []byte) error { return r.codec.Unmarshal(b, dst) }) {
-		r.stats.misses.Add(1)
-		return false, nil
-	}
-	r.stats.hits.Add(1)
-	return true, nil
+	return r.Peek(ctx, key, func(b []byte) error { return r.codec.Unmarshal(b, dst) }, opts...)
 }
 
 // Peek is Get for callers that decode payloads themselves (see Payloader):
@@ -473,7 +457,7 @@ func (r *Region) Peek(ctx context.Context, key string, decode func(payload []byt
 	s, err := r.read(ctx, []string{r.entryKey(key)}, co)
 	if err != nil {
 		r.stats.errors.Add(1)
-		return false, fmt.Errorf("region %s: peek %q: %w", r.name, key, err)
+		return false, fmt.Errorf("region %s: get %q: %w", r.name, key, err)
 	}
 	var env envelope
 	if r.classify(s.raw[0], &s, 0, co, &env) != fresh || !r.decode(env.payload, decode) {
