@@ -243,9 +243,6 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 		switch st {
 		case fresh:
 			r.stats.hits.Add(1)
-		case miss:
-			r.stats.misses.Add(1)
-			need = append(need, i)
 		default:
 			need = append(need, i)
 		}
@@ -268,6 +265,9 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 				waits = append(waits, wait{i: i, fl: fl, own: true, stale: true})
 			}
 		case miss:
+			// Counted once in its flight, so a count of misses is a count
+			// of callers already waiting or leading.
+			r.stats.misses.Add(1)
 			if lead {
 				fl.seen = s.raw[i]
 				led, ledFl = append(led, i), append(ledFl, fl)
