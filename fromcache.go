@@ -134,7 +134,7 @@ func (p *Plugin) query(db *gorm.DB) {
 		// never fill from its snapshot, which may predate the last commit.
 		var rows int64
 		found, _ := r.Peek(ctx, key, func(b []byte) (err error) {
-			rows, err = decodeResult(r.Codec(), b, dest)
+			rows, err = p.memo.decode(key, r.Codec(), b, dest)
 			return err
 		}, opts...)
 		if !found {
@@ -150,6 +150,7 @@ func (p *Plugin) query(db *gorm.DB) {
 		// so the slice stays valid for a creator that outlives the caller.
 		stmt: stmt, codec: r.Codec(), sql: sql, vars: stmt.Vars,
 		config: db.Config, pool: stmt.ConnPool, schema: stmt.Schema, destType: dest.Type(), dest: dest,
+		memo: p.memo,
 	}
 	l.key[0] = key
 	if err := r.Load(ctx, l.key[:], l, opts...); err != nil {
@@ -220,6 +221,7 @@ type queryLoader struct {
 	destType reflect.Type
 
 	// Used only in the caller's goroutine.
+	memo         *decodedMemo
 	key          [1]string     // the entry's key, as Load's key list
 	dest         reflect.Value // the caller's destination (addressable)
 	rowsAffected int64
@@ -264,8 +266,8 @@ func runScan(ctx context.Context, tx *gorm.DB, pool gorm.ConnPool, sql string, v
 }
 
 // Decode fills the caller's destination from a cached answer.
-func (l *queryLoader) Decode(_ string, c region.Codec, payload []byte) error {
-	rows, err := decodeResult(c, payload, l.dest)
+func (l *queryLoader) Decode(key string, c region.Codec, payload []byte) error {
+	rows, err := l.memo.decode(key, c, payload, l.dest)
 	if err != nil {
 		return err
 	}

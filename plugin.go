@@ -41,8 +41,9 @@ type Plugin struct {
 	regionList  []*region.Region // sorted by name, for deterministic invalidation order
 	queryHandle func(*gorm.DB)   // GORM's own gorm:query, saved by Initialize
 
-	scans  scanCache // SQL text → what it reads and writes
-	shapes scanCache // shapeKey → the hash of a query's shape (keys.go)
+	scans  scanCache    // SQL text → what it reads and writes
+	shapes scanCache    // shapeKey → the hash of a query's shape (keys.go)
+	memo   *decodedMemo // answers decoded from the regions (memo.go); nil: disabled
 }
 
 // PluginName is the name the plugin registers under.
@@ -55,9 +56,29 @@ var (
 	ErrUnknownRegion = errors.New("dogpile: unknown region")
 )
 
+// PluginOption configures a Plugin.
+type PluginOption func(*pluginConfig)
+
+type pluginConfig struct{ decodedBytes int64 }
+
+// WithDecodedCache bounds the memory the plugin spends remembering decoded
+// answers (DefaultDecodedCacheBytes without this option; 0 turns it off). A
+// hit whose stored bytes are those the plugin last decoded for its key is
+// served by copying the remembered value rather than decoding it again. The
+// region is still read on every hit, and decides as always whether the
+// answer is fresh; only the decoding is saved. Answers are deep copies:
+// callers never share memory with each other or with the plugin.
+func WithDecodedCache(maxBytes int64) PluginOption {
+	return func(c *pluginConfig) { c.decodedBytes = maxBytes }
+}
+
 // New returns the plugin over the named regions. The map is copied.
-func New(regions map[string]*region.Region) *Plugin {
-	p := &Plugin{regions: make(map[string]*region.Region, len(regions))}
+func New(regions map[string]*region.Region, opts ...PluginOption) *Plugin {
+	c := pluginConfig{decodedBytes: DefaultDecodedCacheBytes}
+	for _, o := range opts {
+		o(&c)
+	}
+	p := &Plugin{regions: make(map[string]*region.Region, len(regions)), memo: newDecodedMemo(c.decodedBytes)}
 	names := make([]string, 0, len(regions))
 	for name, r := range regions {
 		p.regions[name] = r

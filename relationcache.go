@@ -138,6 +138,7 @@ func (p *Plugin) relationQuery(db *gorm.DB, pc *preloadCtx, rels relOptions) {
 		p.queryHandle(db)
 		return
 	}
+	l.memo = p.memo
 	// Entries depend on their own parent's rows where every writer of the
 	// child table bumps those (see relwrite.go), else on any write to it.
 	opts := []region.CallOption{region.WithTags(normTable(stmt.Schema.Table))}
@@ -309,8 +310,10 @@ type relLoader struct {
 	keyTags  map[string][]string // caller key → its row tag
 
 	// Used only in the caller's goroutine.
-	dest  reflect.Value
-	parts map[string]reflect.Value // caller key → its children (a slice)
+	memo   *decodedMemo
+	dest   reflect.Value
+	parts  map[string]reflect.Value // caller key → its children (a slice)
+	shared bool                     // some parts are the memo's own values: assemble copies them
 }
 
 func newRelLoader(db *gorm.DB, r *region.Region, fc *fromCache, in *clause.IN, inAt int, path, phase string) *relLoader {
@@ -437,12 +440,19 @@ func (l *relLoader) parts0(k string) []any {
 	return []any{v}
 }
 
-// Decode reads one parent's children.
+// Decode reads one parent's children. Children the memo remembers are taken
+// as they are, to be copied once into the destination by assemble.
 func (l *relLoader) Decode(k string, c region.Codec, payload []byte) error {
+	if e := l.memo.lookup(k, payload, l.destType); e != nil {
+		l.parts[k], l.shared = e.val, true
+		return nil
+	}
 	part := reflect.New(l.destType).Elem()
-	if _, err := decodeResult(c, payload, part); err != nil {
+	rows, err := decodeResult(c, payload, part)
+	if err != nil {
 		return err
 	}
+	l.memo.remember(k, payload, part, rows)
 	l.parts[k] = part
 	return nil
 }
@@ -457,11 +467,20 @@ func (l *relLoader) Adopt(k string, v any) {
 // target rows are shared between parents: they are put in primary-key order
 // (cacheablePreload allows nothing else).
 func (l *relLoader) assemble() int64 {
-	out := reflect.MakeSlice(l.destType, 0, 20)
+	n := 0
+	for _, part := range l.parts {
+		n += part.Len()
+	}
+	out := reflect.MakeSlice(l.destType, 0, n)
 	for _, k := range l.keys {
 		if part, ok := l.parts[k]; ok {
 			out = reflect.AppendSlice(out, part)
 		}
+	}
+	if l.shared {
+		// Some children are the memo's: give the destination its own (the
+		// memo only keeps types ownElems can copy).
+		ownElems(out)
 	}
 	if l.byPK != nil {
 		sort.SliceStable(out.Interface(), func(i, j int) bool {

@@ -615,11 +615,10 @@ func TestRcParityMatrix(t *testing.T) {
 				}
 				plain := e.runCase(e.cached, c.run)
 				miss := e.runCase(scoped(), c.run)
-				hit := e.runCase(scoped(), c.run)
 				for _, r := range []struct {
 					what string
 					r    rcRun
-				}{{"plain", plain}, {"miss", miss}, {"hit", hit}} {
+				}{{"plain", plain}, {"miss", miss}} {
 					if r.r.err != nil {
 						t.Errorf("%s: %v", r.what, r.r.err)
 						continue
@@ -629,8 +628,20 @@ func TestRcParityMatrix(t *testing.T) {
 				if plain.queries != bare.queries || miss.queries != bare.queries {
 					t.Errorf("statements: bare %d, plain %d, miss %d; want them equal", bare.queries, plain.queries, miss.queries)
 				}
-				if hit.queries != c.hitQ {
-					t.Errorf("hit: %d statements; want %d", hit.queries, c.hitQ)
+				// Hits after the first are copies of the decoded children
+				// (memo.go): what a caller does to its answer, scribbled
+				// over here, must reach no other caller.
+				for _, what := range []string{"hit", "second hit", "third hit"} {
+					hit := e.runCase(scoped(), c.run)
+					if hit.err != nil {
+						t.Errorf("%s: %v", what, hit.err)
+					} else {
+						rcSame(t, what, bare.v, hit.v)
+					}
+					if hit.queries != c.hitQ {
+						t.Errorf("%s: %d statements; want %d", what, hit.queries, c.hitQ)
+					}
+					scribble(reflect.ValueOf(hit.v))
 				}
 				s := e.regions[c.name].Stats()
 				if s.DecodeFailures != 0 || s.NotStored != 0 || s.Errors != 0 {

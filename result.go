@@ -145,16 +145,24 @@ func compactUnmarshal(b []byte, v any) error {
 	return err
 }
 
+// resultHeader splits an answer into its header fields and body.
+func resultHeader(b []byte) (rows int64, mode, kind byte, body []byte, err error) {
+	if len(b) < 1 || b[0] != resultFormat {
+		return 0, 0, 0, nil, errResultFormat
+	}
+	r, n := binary.Uvarint(b[1:])
+	if n <= 0 || len(b) < 1+n+2 {
+		return 0, 0, 0, nil, errResultFormat
+	}
+	return int64(r), b[1+n], b[2+n], b[3+n:], nil
+}
+
 // decodeResult fills dest (addressable) from b and returns RowsAffected.
 func decodeResult(c region.Codec, b []byte, dest reflect.Value) (int64, error) {
-	if len(b) < 1 || b[0] != resultFormat {
-		return 0, errResultFormat
+	rows, mode, kind, body, err := resultHeader(b)
+	if err != nil {
+		return 0, err
 	}
-	rows, n := binary.Uvarint(b[1:])
-	if n <= 0 || len(b) < 1+n+2 {
-		return 0, errResultFormat
-	}
-	mode, kind, body := b[1+n], b[2+n], b[3+n:]
 	switch kind {
 	case destTypedMaps:
 		if err := decodeTypedMaps(c, body, dest); err != nil {
@@ -164,7 +172,6 @@ func decodeResult(c region.Codec, b []byte, dest reflect.Value) (int64, error) {
 		// Decode in place over a zeroed destination, as a fresh scan would
 		// fill it; on failure leave it zeroed, never half-written.
 		dest.SetZero()
-		var err error
 		if kind == destCompact {
 			err = compactUnmarshal(body, dest.Addr().Interface())
 		} else {
@@ -182,7 +189,7 @@ func decodeResult(c region.Codec, b []byte, dest reflect.Value) (int64, error) {
 	default:
 		return 0, errResultFormat
 	}
-	return int64(rows), nil
+	return rows, nil
 }
 
 func toUTC(tm *time.Time) {

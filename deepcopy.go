@@ -1,0 +1,211 @@
+package dogpile
+
+import (
+	"reflect"
+	"sync"
+)
+
+// deepener completes a shallow copy: given an addressable value that shares
+// its references (pointers, slices, maps) with another, it replaces each of
+// them, recursively, with a copy of its own. Strings and time.Time are
+// immutable and stay shared.
+//
+// A nil deepener means the type holds no references: a plain assignment is
+// already a deep copy.
+type deepener func(v reflect.Value)
+
+// deepenerInfo is what deepenerFor knows of a type.
+type deepenerInfo struct {
+	d        deepener
+	copyable bool // false: the type holds something that cannot be copied (an interface, a func, an unexported reference)
+}
+
+var deepeners sync.Map // reflect.Type → deepenerInfo
+
+// deepenerFor returns the deepener of t, and whether values of t can be
+// copied at all.
+func deepenerFor(t reflect.Type) (deepener, bool) {
+	if i, ok := deepeners.Load(t); ok {
+		info := i.(deepenerInfo)
+		return info.d, info.copyable
+	}
+	d, ok := buildDeepener(t, map[reflect.Type]*deepener{})
+	deepeners.Store(t, deepenerInfo{d, ok})
+	return d, ok
+}
+
+// deepCopy returns a copy of v that shares nothing mutable with it; d and ok
+// are deepenerFor(v.Type()).
+func deepCopy(v reflect.Value, d deepener) reflect.Value {
+	c := reflect.New(v.Type()).Elem()
+	c.Set(v)
+	if d != nil {
+		d(c)
+	}
+	return c
+}
+
+// ownElems gives every element of s, a fresh slice whose elements are
+// shallow copies, memory of its own. Elements that are pointers are pointed
+// at one new array rather than at as many allocations. It returns false if
+// the element type cannot be copied.
+func ownElems(s reflect.Value) bool {
+	et := s.Type().Elem()
+	if et.Kind() != reflect.Pointer {
+		d, ok := deepenerFor(et)
+		if d != nil {
+			for i := range s.Len() {
+				d(s.Index(i))
+			}
+		}
+		return ok
+	}
+	d, ok := deepenerFor(et.Elem())
+	if !ok {
+		return false
+	}
+	arr := reflect.MakeSlice(reflect.SliceOf(et.Elem()), s.Len(), s.Len())
+	for i := range s.Len() {
+		p := s.Index(i)
+		if p.IsNil() {
+			continue
+		}
+		a := arr.Index(i)
+		a.Set(p.Elem())
+		if d != nil {
+			d(a)
+		}
+		p.Set(a.Addr())
+	}
+	return true
+}
+
+func buildDeepener(t reflect.Type, building map[reflect.Type]*deepener) (deepener, bool) {
+	if t == timeType {
+		return nil, true // its *Location is never changed once made
+	}
+	if slot, ok := building[t]; ok {
+		// A recursive type (a model whose association points back to it):
+		// go through the deepener being built. Decoded values are trees, so
+		// the recursion ends.
+		return func(v reflect.Value) { (*slot)(v) }, true
+	}
+	switch t.Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128, reflect.String:
+		return nil, true
+	case reflect.Pointer, reflect.Slice, reflect.Map, reflect.Array, reflect.Struct:
+	default: // interfaces, funcs, channels, unsafe pointers
+		return nil, false
+	}
+
+	slot := new(deepener)
+	building[t] = slot
+	defer delete(building, t)
+	var d deepener
+	switch t.Kind() {
+	case reflect.Pointer:
+		e, ok := buildDeepener(t.Elem(), building)
+		if !ok {
+			return nil, false
+		}
+		d = func(v reflect.Value) {
+			if v.IsNil() {
+				return
+			}
+			n := reflect.New(t.Elem())
+			n.Elem().Set(v.Elem())
+			if e != nil {
+				e(n.Elem())
+			}
+			v.Set(n)
+		}
+	case reflect.Slice:
+		e, ok := buildDeepener(t.Elem(), building)
+		if !ok {
+			return nil, false
+		}
+		d = func(v reflect.Value) {
+			if v.IsNil() {
+				return // nil stays nil; an empty slice gets a new empty array
+			}
+			n := reflect.MakeSlice(t, v.Len(), v.Len())
+			reflect.Copy(n, v)
+			if e != nil {
+				for i := 0; i < n.Len(); i++ {
+					e(n.Index(i))
+				}
+			}
+			v.Set(n)
+		}
+	case reflect.Array:
+		e, ok := buildDeepener(t.Elem(), building)
+		if !ok {
+			return nil, false
+		}
+		if e != nil {
+			d = func(v reflect.Value) {
+				for i := 0; i < v.Len(); i++ {
+					e(v.Index(i))
+				}
+			}
+		}
+	case reflect.Map:
+		kd, kok := buildDeepener(t.Key(), building)
+		e, ok := buildDeepener(t.Elem(), building)
+		if !kok || !ok || kd != nil {
+			return nil, false // keys holding references: not worth it
+		}
+		d = func(v reflect.Value) {
+			if v.IsNil() {
+				return
+			}
+			n := reflect.MakeMapWithSize(t, v.Len())
+			it := v.MapRange()
+			for it.Next() {
+				x := it.Value()
+				if e != nil {
+					x = deepCopy(x, e)
+				}
+				n.SetMapIndex(it.Key(), x)
+			}
+			v.Set(n)
+		}
+	case reflect.Struct:
+		type part struct {
+			i int
+			d deepener
+		}
+		var parts []part
+		for i := 0; i < t.NumField(); i++ {
+			sf := t.Field(i)
+			fd, ok := buildDeepener(sf.Type, building)
+			if !ok {
+				return nil, false
+			}
+			if fd == nil {
+				continue
+			}
+			if !sf.IsExported() {
+				// A reference reflect cannot replace: copying would share it.
+				return nil, false
+			}
+			parts = append(parts, part{i, fd})
+		}
+		if len(parts) > 0 {
+			d = func(v reflect.Value) {
+				for _, p := range parts {
+					p.d(v.Field(p.i))
+				}
+			}
+		}
+	}
+	*slot = d
+	if d == nil {
+		// Nothing to deepen; a recursive reference built meanwhile calls
+		// through slot, which must not be nil.
+		*slot = func(reflect.Value) {}
+	}
+	return d, true
+}

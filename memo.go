@@ -1,0 +1,112 @@
+package dogpile
+
+import (
+	"bytes"
+	"math"
+	"reflect"
+
+	"github.com/maypok86/otter/v2"
+
+	"github.com/dogpile-go/dogpile/region"
+)
+
+// DefaultDecodedCacheBytes is the bound of the decoded-answer memo of a
+// plugin made without WithDecodedCache.
+const DefaultDecodedCacheBytes = 32 << 20
+
+// decodedMemo remembers, per cache key, the last answer decoded from a
+// region, with the exact bytes it came from. A hit whose bytes are the same
+// is served by copying the remembered value instead of decoding them again:
+// the region is still read on every hit (the entry's expiry and table
+// versions decide, and a shared backend stays the truth), only the decoding
+// is saved.
+//
+// The memo can never serve an answer the region would not: it is consulted
+// with the bytes the region just returned as fresh, and used only when they
+// are equal, byte for byte, to those it decoded (for the same destination
+// type). Remembered values are never handed out; callers get deep copies
+// (deepcopy.go), so nothing a caller or a hook does to its answer reaches
+// another caller.
+type decodedMemo struct {
+	cache *otter.Cache[string, *memoEntry] // safe for concurrent use; entries are immutable
+}
+
+// memoEntry is one remembered answer. Immutable once stored.
+type memoEntry struct {
+	raw  []byte        // the answer's bytes (result format), owned by the entry
+	typ  reflect.Type  // the destination type it was decoded into
+	val  reflect.Value // the decoded destination; read only
+	d    deepener      // val's type's deepener
+	rows int64         // RowsAffected of the answer
+}
+
+// memoOverhead approximates what an entry costs beyond its bytes and the
+// decoded value (which the weigher estimates as twice the bytes).
+const memoOverhead = 128
+
+func newDecodedMemo(maxBytes int64) *decodedMemo {
+	if maxBytes <= 0 {
+		return nil
+	}
+	return &decodedMemo{cache: otter.Must(&otter.Options[string, *memoEntry]{
+		MaximumWeight: uint64(maxBytes),
+		Weigher: func(k string, e *memoEntry) uint32 {
+			n := len(k) + 3*len(e.raw) + memoOverhead
+			if n > math.MaxUint32 {
+				return math.MaxUint32
+			}
+			return uint32(n)
+		},
+	})}
+}
+
+// decode fills dest (addressable) from the answer b stored under key, as
+// decodeResult does, copying a remembered value when b is what it came from.
+// A nil memo always decodes.
+func (m *decodedMemo) decode(key string, c region.Codec, b []byte, dest reflect.Value) (int64, error) {
+	if e := m.lookup(key, b, dest.Type()); e != nil {
+		dest.Set(e.val)
+		if e.d != nil {
+			e.d(dest)
+		}
+		return e.rows, nil
+	}
+	rows, err := decodeResult(c, b, dest)
+	if err == nil {
+		m.remember(key, b, dest, rows)
+	}
+	return rows, err
+}
+
+// lookup returns the entry remembered for key when it was decoded from
+// exactly b into a t, or nil.
+func (m *decodedMemo) lookup(key string, b []byte, t reflect.Type) *memoEntry {
+	if m == nil {
+		return nil
+	}
+	e, ok := m.cache.GetIfPresent(key)
+	if !ok || e.typ != t || !bytes.Equal(e.raw, b) {
+		return nil
+	}
+	return e
+}
+
+// remember keeps a copy of v, just decoded from b, for key. Only answers in
+// the compact format are kept: it does not depend on the region's codec, so
+// equal bytes always decode to equal values.
+func (m *decodedMemo) remember(key string, b []byte, v reflect.Value, rows int64) {
+	if m == nil || !isCompact(b) {
+		return
+	}
+	d, ok := deepenerFor(v.Type())
+	if !ok {
+		return
+	}
+	m.cache.Set(key, &memoEntry{raw: bytes.Clone(b), typ: v.Type(), val: deepCopy(v, d), d: d, rows: rows})
+}
+
+// isCompact reports an answer whose destination is in the compact format.
+func isCompact(b []byte) bool {
+	_, _, kind, _, err := resultHeader(b)
+	return err == nil && kind == destCompact
+}
