@@ -349,26 +349,42 @@ func newRelLoader(db *gorm.DB, r *region.Region, fc *fromCache, in *clause.IN, i
 		base = appendValue(base, v)
 	}
 	base = appendPart(base, 'T', fingerprint(l.destType, stmt.Schema))
-	table := stmt.Schema.Table
-	for _, v := range in.Values {
-		parts := []any{v}
+	// Each parent's key hashes the shape's digest with its key value(s).
+	shapeSum := sha256.Sum256(base)
+	b := append(base[:0], shapeSum[:]...)
+	tagPrefix := rowTagPrefix(stmt.Schema.Table, cols)
+	tags := make([]string, len(in.Values)) // one array for every parent's tag list
+	var one [1]any
+	var tag []byte
+	for i, v := range in.Values {
+		one[0] = v
+		parts := one[:]
 		if tuple, ok := v.([]any); ok {
 			parts = tuple
 		}
-		b := append([]byte(nil), base...)
+		b = b[:len(shapeSum)]
 		for _, x := range parts {
 			b = appendValue(b, x)
 		}
-		sum := sha256.Sum256(b)
-		k := "r:" + base64.RawURLEncoding.EncodeToString(sum[:])
+		k := relKey(sha256.Sum256(b))
 		if _, dup := l.values[k]; dup {
 			continue
 		}
 		l.keys = append(l.keys, k)
 		l.values[k] = v
-		l.keyTags[k] = []string{rowTag(table, cols, parts)}
+		tag = appendKeyString(append(tag[:0], tagPrefix...), parts...)
+		tags[i] = string(tag)
+		l.keyTags[k] = tags[i : i+1 : i+1]
 	}
 	return l
+}
+
+// relKey renders a RelationshipCache entry's digest as its key.
+func relKey(sum [sha256.Size]byte) string {
+	var k [2 + 43]byte // "r:" and the digest in unpadded base64
+	copy(k[:], "r:")
+	base64.RawURLEncoding.Encode(k[2:], sum[:])
+	return string(k[:])
 }
 
 // withIN returns the statement's clauses with the preload's IN replaced.
@@ -557,23 +573,42 @@ func (s stmtShape) build(clauses map[string]clause.Clause) (string, []any) {
 func coarseTag(table string) string { return normTable(table) + "#rows" }
 
 func rowTag(table string, cols []string, values []any) string {
-	return normTable(table) + "#" + strings.Join(cols, ",") + "=" + keyString(values...)
+	return rowTagPrefix(table, cols) + keyString(values...)
+}
+
+// rowTagPrefix is what the row tags of table's cols have before the values.
+func rowTagPrefix(table string, cols []string) string {
+	return normTable(table) + "#" + strings.Join(cols, ",") + "="
 }
 
 // keyString renders key values so that the same database value gives the
 // same text whatever Go type carried it (uint 3, int64 3 and *int 3 alike).
-func keyString(values ...any) string {
-	var b strings.Builder
+func keyString(values ...any) string { return string(appendKeyString(nil, values...)) }
+
+// appendKeyString appends keyString(values...) to b.
+func appendKeyString(b []byte, values ...any) []byte {
 	for i, v := range values {
 		if i > 0 {
-			b.WriteByte(0x1f)
+			b = append(b, 0x1f)
 		}
-		writeKeyValue(&b, v)
+		b = appendKeyValue(b, v)
 	}
-	return b.String()
+	return b
 }
 
-func writeKeyValue(b *strings.Builder, v any) {
+func appendKeyValue(b []byte, v any) []byte {
+	switch x := v.(type) { // the usual key types, without reflection
+	case int64:
+		return strconv.AppendInt(append(b, 'n'), x, 10)
+	case int:
+		return strconv.AppendInt(append(b, 'n'), int64(x), 10)
+	case uint:
+		return strconv.AppendUint(append(b, 'n'), uint64(x), 10)
+	case uint64:
+		return strconv.AppendUint(append(b, 'n'), x, 10)
+	case string:
+		return append(append(b, 's'), x...)
+	}
 	if valuer, ok := v.(driver.Valuer); ok {
 		if sent, err := valueOf(valuer); err == nil {
 			v = sent
@@ -582,33 +617,28 @@ func writeKeyValue(b *strings.Builder, v any) {
 	rv := reflect.ValueOf(v)
 	for rv.IsValid() && rv.Kind() == reflect.Pointer {
 		if rv.IsNil() {
-			b.WriteString("null")
-			return
+			return append(b, "null"...)
 		}
 		rv = rv.Elem()
 	}
 	if !rv.IsValid() {
-		b.WriteString("null")
-		return
+		return append(b, "null"...)
 	}
 	switch rv.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		b.WriteString("n" + strconv.FormatInt(rv.Int(), 10))
+		return strconv.AppendInt(append(b, 'n'), rv.Int(), 10)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		b.WriteString("n" + strconv.FormatUint(rv.Uint(), 10))
+		return strconv.AppendUint(append(b, 'n'), rv.Uint(), 10)
 	case reflect.String:
-		b.WriteString("s" + rv.String())
+		return append(append(b, 's'), rv.String()...)
 	case reflect.Slice:
 		if rv.Type().Elem().Kind() == reflect.Uint8 {
-			b.WriteString("s" + string(rv.Bytes()))
-			return
+			return append(append(b, 's'), rv.Bytes()...)
 		}
-		fmt.Fprintf(b, "x%v", rv.Interface())
 	default:
 		if t, ok := rv.Interface().(time.Time); ok {
-			b.WriteString("t" + t.UTC().Format(time.RFC3339Nano))
-			return
+			return t.UTC().AppendFormat(append(b, 't'), time.RFC3339Nano)
 		}
-		fmt.Fprintf(b, "x%v", rv.Interface())
 	}
+	return fmt.Appendf(b, "x%v", rv.Interface())
 }

@@ -28,6 +28,8 @@ type envelope struct {
 	dies    int64
 	stamps  [][]byte
 	payload []byte
+
+	few [4][]byte // room for the stamps of most entries, without allocating
 }
 
 var errBadEnvelope = errors.New("region: malformed entry")
@@ -73,7 +75,11 @@ func (e *envelope) unmarshal(b []byte) error {
 	b = b[k:]
 	e.stamps = nil
 	if n > 0 {
-		e.stamps = make([][]byte, n)
+		if n <= uint64(len(e.few)) {
+			e.stamps = e.few[:n:n]
+		} else {
+			e.stamps = make([][]byte, n)
+		}
 		for i := range e.stamps {
 			l, k := binary.Uvarint(b)
 			if k <= 0 || l > uint64(len(b)-k) {

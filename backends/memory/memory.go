@@ -87,23 +87,36 @@ func New(opts ...Option) *Backend {
 }
 
 // GetMulti returns copies of the values stored under keys.
+// The copies share one allocation; each is capped at its own length, so
+// appending to one never writes over another.
 func (b *Backend) GetMulti(_ context.Context, keys []string) ([][]byte, error) {
 	out := make([][]byte, len(keys))
+	found := make([]*entry, len(keys))
+	size := 0
 	for i, k := range keys {
-		out[i] = b.get(k)
+		if e, ok := b.cache.GetIfPresent(k); ok {
+			found[i] = e
+			if e.counter != nil {
+				size += 20 // any int64 in decimal
+			} else {
+				size += len(e.val)
+			}
+		}
+	}
+	buf := make([]byte, 0, size)
+	for i, e := range found {
+		at := len(buf)
+		switch {
+		case e == nil:
+			continue
+		case e.counter != nil:
+			buf = strconv.AppendInt(buf, e.counter.Load(), 10)
+		default:
+			buf = append(buf, e.val...)
+		}
+		out[i] = buf[at:len(buf):len(buf)]
 	}
 	return out, nil
-}
-
-func (b *Backend) get(k string) []byte {
-	e, ok := b.cache.GetIfPresent(k)
-	switch {
-	case !ok:
-		return nil
-	case e.counter != nil:
-		return strconv.AppendInt(nil, e.counter.Load(), 10)
-	}
-	return bytes.Clone(e.val)
 }
 
 // SetMulti stores copies of the items' values.
@@ -116,6 +129,18 @@ func (b *Backend) SetMulti(_ context.Context, items []region.Item) error {
 
 func (b *Backend) set(it region.Item) {
 	b.cache.Set(it.Key, &entry{val: bytes.Clone(it.Value), ttl: it.TTL})
+}
+
+// get returns a copy of the value at k, or nil.
+func (b *Backend) get(k string) []byte {
+	e, ok := b.cache.GetIfPresent(k)
+	switch {
+	case !ok:
+		return nil
+	case e.counter != nil:
+		return strconv.AppendInt(nil, e.counter.Load(), 10)
+	}
+	return bytes.Clone(e.val)
 }
 
 // SetIf stores item if every guard holds; guards and write are one step with
