@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/maypok86/otter/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,8 +34,9 @@ type Region struct {
 	// invalidation record then lives in hard and soft, not in the backend.
 	local          bool
 	hard, soft     atomic.Int64
-	refs           CounterRefs // the backend's, when it has them (local only)
-	marks          sync.Map    // tag → *localMark: the pending markers of a local backend
+	refs           CounterRefs                   // the backend's, when it has them (local only)
+	marks          sync.Map                      // tag → *localMark: the pending markers of a local backend
+	tagRefs        *otter.Cache[string, *tagRef] // tag → what reading it takes; safe for concurrent use
 	expiration     time.Duration
 	staleTTL       time.Duration
 	staleSet       bool
@@ -88,6 +90,7 @@ func New(backend Backend, opts ...Option) *Region {
 	}
 	r.flights.m = make(map[string]*flight)
 	r.unconfirmed.r = r
+	r.tagRefs = otter.Must(&otter.Options[string, *tagRef]{MaximumSize: maxTagRefs})
 	return r
 }
 
@@ -313,16 +316,22 @@ var noTags = &tagInfo{}
 // once, how to read them (as tagInfo does), and for each key the indexes of
 // its tags.
 func (r *Region) keyTagUnion(keys []string, co *callOptions, shared []string, sharedInfo *tagInfo) ([]string, *tagInfo, [][]int) {
-	tags := append([]string(nil), shared...)
-	index := make(map[string]int, len(shared))
+	n := 0 // tags of all keys, counted with repeats
+	for _, k := range keys {
+		n += len(shared) + len(co.bkeyTags[k])
+	}
+	tags := make([]string, len(shared), len(shared)+len(keys))
+	copy(tags, shared)
+	index := make(map[string]int, len(shared)+len(keys))
 	for i, t := range shared {
 		index[t] = i
 	}
 	sel := make([][]int, len(keys))
+	space := make([]int, 0, n) // every key's indexes, in one array
 	for i, k := range keys {
-		own := make([]int, 0, len(shared)+len(co.bkeyTags[k]))
+		at := len(space)
 		for j := range shared {
-			own = append(own, j)
+			space = append(space, j)
 		}
 		for _, t := range co.bkeyTags[k] {
 			j, ok := index[t]
@@ -332,13 +341,13 @@ func (r *Region) keyTagUnion(keys []string, co *callOptions, shared []string, sh
 				tags = append(tags, t)
 			}
 			if j >= len(shared) {
-				own = append(own, j)
+				space = append(space, j)
 			}
 		}
-		sel[i] = own
+		sel[i] = space[at:len(space):len(space)]
 	}
 	extra := r.tagInfo(tags[len(shared):])
-	n := len(shared)
+	n = len(shared)
 	ti := &tagInfo{
 		keys:     make([]string, 0, len(sharedInfo.keys)+len(extra.keys)),
 		counters: append(append([]*atomic.Int64(nil), sharedInfo.counters...), extra.counters...),

@@ -79,25 +79,58 @@ func (ts *tagSet) infoFor(r *Region) *tagInfo {
 
 // tagInfo builds what reading tags takes.
 func (r *Region) tagInfo(tags []string) *tagInfo {
-	ti := &tagInfo{keys: make([]string, 0, 2*len(tags))}
-	for _, t := range tags {
-		ti.keys = append(ti.keys, r.tagKey(t))
-	}
+	ti := &tagInfo{keys: make([]string, 2*len(tags))[:len(tags)]}
 	if r.local {
-		for _, t := range tags {
-			ti.marks = append(ti.marks, r.markFor(t))
-		}
-	} else {
-		for _, t := range tags {
-			ti.keys = append(ti.keys, r.pendingKey(t))
-		}
+		ti.marks = make([]*localMark, len(tags))
 	}
 	if r.refs != nil {
-		for _, k := range ti.keys[:len(tags)] {
-			ti.counters = append(ti.counters, r.refs.Counter(k))
+		ti.counters = make([]*atomic.Int64, len(tags))
+	}
+	for i, t := range tags {
+		ref := r.tagRef(t)
+		ti.keys[i] = ref.key
+		if r.local {
+			ti.marks[i] = ref.mark
+		} else {
+			ti.keys = append(ti.keys, ref.pendingKey)
+		}
+		if r.refs != nil {
+			ti.counters[i] = ref.counter
 		}
 	}
 	return ti
+}
+
+// maxTagRefs bounds the tags whose tagRef a region keeps.
+const maxTagRefs = 1 << 16
+
+// tagRef is what reading one tag takes in a region. Immutable.
+type tagRef struct {
+	key        string        // the counter's key
+	pendingKey string        // the pending marker's key (shared backends)
+	mark       *localMark    // the pending mark (ProcessLocal backends)
+	counter    *atomic.Int64 // the counter itself (CounterRefs backends)
+}
+
+// tagRef returns the tagRef of tag, from the region's bounded cache: the
+// same row tags come back call after call, each costing string building and
+// lookups. Counters and marks keep their address for the region's life, so
+// a ref is never out of date.
+func (r *Region) tagRef(tag string) *tagRef {
+	if ref, ok := r.tagRefs.GetIfPresent(tag); ok {
+		return ref
+	}
+	ref := &tagRef{key: r.tagKey(tag)}
+	if r.local {
+		ref.mark = r.markFor(tag)
+	} else {
+		ref.pendingKey = r.pendingKey(tag)
+	}
+	if r.refs != nil {
+		ref.counter = r.refs.Counter(ref.key)
+	}
+	r.tagRefs.Set(tag, ref)
+	return ref
 }
 
 // localMark is a pending marker kept in the process, for a ProcessLocal
