@@ -3,6 +3,7 @@ package dogpile
 import (
 	"reflect"
 	"sync"
+	"unsafe"
 )
 
 // deepener completes a shallow copy: given an addressable value that shares
@@ -45,39 +46,44 @@ func deepCopy(v reflect.Value, d deepener) reflect.Value {
 	return c
 }
 
-// ownElems gives every element of s, a fresh slice whose elements are
-// shallow copies, memory of its own. Elements that are pointers are pointed
-// at one new array rather than at as many allocations. It returns false if
-// the element type cannot be copied.
-func ownElems(s reflect.Value) bool {
-	et := s.Type().Elem()
-	if et.Kind() != reflect.Pointer {
-		d, ok := deepenerFor(et)
-		if d != nil {
-			for i := range s.Len() {
-				d(s.Index(i))
+// hasRefs reports whether v holds, anywhere, a non-nil pointer, slice or
+// map: memory that a plain assignment of v would share.
+func hasRefs(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Slice, reflect.Map:
+		return !v.IsNil()
+	case reflect.Array:
+		for i := range v.Len() {
+			if hasRefs(v.Index(i)) {
+				return true
 			}
 		}
-		return ok
-	}
-	d, ok := deepenerFor(et.Elem())
-	if !ok {
-		return false
-	}
-	arr := reflect.MakeSlice(reflect.SliceOf(et.Elem()), s.Len(), s.Len())
-	for i := range s.Len() {
-		p := s.Index(i)
-		if p.IsNil() {
-			continue
+	case reflect.Struct:
+		if v.Type() == timeType {
+			return false
 		}
-		a := arr.Index(i)
-		a.Set(p.Elem())
-		if d != nil {
-			d(a)
+		for i := range v.NumField() {
+			if hasRefs(v.Field(i)) {
+				return true
+			}
 		}
-		p.Set(a.Addr())
 	}
-	return true
+	return false
+}
+
+// pointInto sets ptrs[i] = &arr[i] for every i; ptrs is a []*T and arr a
+// []T of the same length. It writes the pointers directly: through reflect
+// each would take three calls.
+func pointInto(ptrs, arr reflect.Value) {
+	n := ptrs.Len()
+	if n == 0 {
+		return
+	}
+	size := arr.Type().Elem().Size()
+	p, a := ptrs.UnsafePointer(), arr.UnsafePointer()
+	for i := range n {
+		*(*unsafe.Pointer)(unsafe.Add(p, uintptr(i)*unsafe.Sizeof(p))) = unsafe.Add(a, uintptr(i)*size)
+	}
 }
 
 func buildDeepener(t reflect.Type, building map[reflect.Type]*deepener) (deepener, bool) {

@@ -94,10 +94,12 @@ func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
 // query replaces gorm:query. Queries without FromCache go straight to GORM's
 // own handler.
 func (p *Plugin) query(db *gorm.DB) {
-	if pc, preloading := db.Statement.Settings.Load(preloadingKey{}); preloading && db.Error == nil {
-		if rels, ok := db.Statement.Settings.Load(relCacheKey{}); ok {
-			p.relationQuery(db, pc.(*preloadCtx), rels.(relOptions))
-			return
+	if p.relPreloads.Load() > 0 && db.Error == nil {
+		if pc, preloading := db.Statement.Settings.Load(preloadingKey{}); preloading {
+			if rels, ok := db.Statement.Settings.Load(relCacheKey{}); ok {
+				p.relationQuery(db, pc.(*preloadCtx), rels.(relOptions))
+				return
+			}
 		}
 	}
 	c, ok := db.Statement.Clauses[fromCacheClause]

@@ -38,6 +38,99 @@ type memoEntry struct {
 	val  reflect.Value // the decoded destination; read only
 	d    deepener      // val's type's deepener
 	rows int64         // RowsAffected of the answer
+	// plain: val holds no pointer, slice or map, so an assignment is a copy.
+	plain bool
+
+	// For a slice destination: its elements as a []T (for a []*T, copies of
+	// what its pointers point at; not set when one is nil), whether they
+	// hold no references of their own, and T's deepener.
+	elems      reflect.Value
+	plainElems bool
+	elemD      deepener
+}
+
+// newMemoEntry remembers v, of a copyable type with deepener d.
+func newMemoEntry(b []byte, v reflect.Value, d deepener, rows int64) *memoEntry {
+	e := &memoEntry{raw: bytes.Clone(b), typ: v.Type(), val: deepCopy(v, d), d: d, rows: rows}
+	e.plain = !hasRefs(e.val)
+	if e.typ.Kind() != reflect.Slice || e.val.IsNil() {
+		return e
+	}
+	et, elems := e.typ.Elem(), e.val
+	if et.Kind() == reflect.Pointer {
+		et = et.Elem()
+		elems = reflect.MakeSlice(reflect.SliceOf(et), e.val.Len(), e.val.Len())
+		for i := range e.val.Len() {
+			p := e.val.Index(i)
+			if p.IsNil() {
+				return e
+			}
+			elems.Index(i).Set(p.Elem())
+		}
+	}
+	e.elems, e.elemD, e.plainElems = elems, mustDeepener(et), true
+	for i := range elems.Len() {
+		if hasRefs(elems.Index(i)) {
+			e.plainElems = false
+			break
+		}
+	}
+	return e
+}
+
+// mustDeepener is deepenerFor for a type known to be copyable.
+func mustDeepener(t reflect.Type) deepener {
+	d, _ := deepenerFor(t)
+	return d
+}
+
+// copyTo sets dst (addressable, of the entry's type) to a deep copy of the
+// remembered value.
+func (e *memoEntry) copyTo(dst reflect.Value) {
+	if e.elems.IsValid() {
+		n := e.elems.Len()
+		s := reflect.MakeSlice(e.typ, n, n)
+		e.fill(s, reflect.Value{})
+		dst.Set(s)
+		return
+	}
+	dst.Set(e.val)
+	if !e.plain && e.d != nil {
+		e.d(dst)
+	}
+}
+
+// fill sets the elements of dst, a slice of the entry's type and length, to
+// deep copies of the remembered ones. For a []*T, arr may give the []T of
+// the same length the copies are made in; else fill allocates one.
+func (e *memoEntry) fill(dst, arr reflect.Value) {
+	if !e.elems.IsValid() { // a []*T with nil elements: one by one
+		reflect.Copy(dst, e.val)
+		if d := mustDeepener(e.typ.Elem()); d != nil {
+			for i := range dst.Len() {
+				d(dst.Index(i))
+			}
+		}
+		return
+	}
+	n := e.elems.Len()
+	pointers := e.typ.Elem().Kind() == reflect.Pointer
+	to := dst
+	if pointers {
+		to = arr
+		if !to.IsValid() {
+			to = reflect.MakeSlice(e.elems.Type(), n, n)
+		}
+	}
+	reflect.Copy(to, e.elems)
+	if !e.plainElems && e.elemD != nil {
+		for i := range n {
+			e.elemD(to.Index(i))
+		}
+	}
+	if pointers {
+		pointInto(dst, to)
+	}
 }
 
 // memoOverhead approximates what an entry costs beyond its bytes and the
@@ -65,10 +158,7 @@ func newDecodedMemo(maxBytes int64) *decodedMemo {
 // A nil memo always decodes.
 func (m *decodedMemo) decode(key string, c region.Codec, b []byte, dest reflect.Value) (int64, error) {
 	if e := m.lookup(key, b, dest.Type()); e != nil {
-		dest.Set(e.val)
-		if e.d != nil {
-			e.d(dest)
-		}
+		e.copyTo(dest)
 		return e.rows, nil
 	}
 	rows, err := decodeResult(c, b, dest)
@@ -102,7 +192,7 @@ func (m *decodedMemo) remember(key string, b []byte, v reflect.Value, rows int64
 	if !ok {
 		return
 	}
-	m.cache.Set(key, &memoEntry{raw: bytes.Clone(b), typ: v.Type(), val: deepCopy(v, d), d: d, rows: rows})
+	m.cache.Set(key, newMemoEntry(b, v, d, rows))
 }
 
 // isCompact reports an answer whose destination is in the compact format.

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
@@ -44,6 +45,11 @@ type Plugin struct {
 	scans  scanCache    // SQL text → what it reads and writes
 	shapes scanCache    // shapeKey → the hash of a query's shape (keys.go)
 	memo   *decodedMemo // answers decoded from the regions (memo.go); nil: disabled
+
+	// relPreloads counts the statements whose preloads RelationshipCache
+	// applies to, while those run: when none do, no query is one of their
+	// preloads, and the query callback need not look.
+	relPreloads atomic.Int64
 }
 
 // PluginName is the name the plugin registers under.
@@ -117,8 +123,8 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		err  error
 	}{
 		{"query", cb.Query().Replace("gorm:query", p.query)},
-		{"preload begin", cb.Query().Before("gorm:preload").Register("dogpile:preload_begin", markPreloading)},
-		{"preload end", cb.Query().After("gorm:preload").Register("dogpile:preload_end", unmarkPreloading)},
+		{"preload begin", cb.Query().Before("gorm:preload").Register("dogpile:preload_begin", p.markPreloading)},
+		{"preload end", cb.Query().After("gorm:preload").Register("dogpile:preload_end", p.unmarkPreloading)},
 		{"create before", cb.Create().Before("gorm:create").Register("dogpile:before_create", p.beforeCreate)},
 		{"create after", cb.Create().After("gorm:create").Register("dogpile:after_create", p.afterWrite)},
 		{"update before", cb.Update().Before("gorm:update").Register("dogpile:before_update", p.beforeUpdate)},

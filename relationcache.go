@@ -77,8 +77,13 @@ type ownPathKey struct{}
 
 // markPreloading runs before gorm:preload: the preload statements copy the
 // parent's settings, and this tells them they are preloads, and of whom.
-func markPreloading(db *gorm.DB) {
+// Only statements that RelationshipCache applies to are marked; while one
+// is, the query callback looks for the mark (Plugin.relPreloads).
+func (p *Plugin) markPreloading(db *gorm.DB) {
 	if len(db.Statement.Preloads) == 0 {
+		return
+	}
+	if _, ok := db.Statement.Settings.Load(relCacheKey{}); !ok {
 		return
 	}
 	pc := &preloadCtx{parent: db.Statement.Schema, known: true}
@@ -88,14 +93,18 @@ func markPreloading(db *gorm.DB) {
 		pc.known = path != ""
 		pc.prefix = path + "."
 	}
+	p.relPreloads.Add(1)
 	db.Statement.Settings.Store(preloadingKey{}, pc)
 }
 
 // unmarkPreloading runs after the preloads, so a reused statement is not
 // taken for one.
-func unmarkPreloading(db *gorm.DB) {
-	if len(db.Statement.Preloads) > 0 {
-		db.Statement.Settings.Delete(preloadingKey{})
+func (p *Plugin) unmarkPreloading(db *gorm.DB) {
+	if len(db.Statement.Preloads) == 0 {
+		return
+	}
+	if _, marked := db.Statement.Settings.LoadAndDelete(preloadingKey{}); marked {
+		p.relPreloads.Add(-1)
 	}
 }
 
@@ -312,8 +321,7 @@ type relLoader struct {
 	// Used only in the caller's goroutine.
 	memo   *decodedMemo
 	dest   reflect.Value
-	parts  map[string]reflect.Value // caller key → its children (a slice)
-	shared bool                     // some parts are the memo's own values: assemble copies them
+	parts map[string]relPart // caller key → its children
 }
 
 func newRelLoader(db *gorm.DB, r *region.Region, fc *fromCache, in *clause.IN, inAt int, path, phase string) *relLoader {
@@ -329,7 +337,7 @@ func newRelLoader(db *gorm.DB, r *region.Region, fc *fromCache, in *clause.IN, i
 		codec: r.Codec(), shape: captureShape(stmt), in: *in, inAt: inAt, fields: fields,
 		destType: stmt.ReflectValue.Type(), dest: stmt.ReflectValue,
 		values: make(map[string]any, len(in.Values)), keyTags: make(map[string][]string, len(in.Values)),
-		parts: make(map[string]reflect.Value, len(in.Values)),
+		parts: make(map[string]relPart, len(in.Values)),
 	}
 	if phase == "target" {
 		l.byPK = stmt.Schema.PrimaryFields[0]
@@ -447,6 +455,14 @@ func (l *relLoader) Create(ctx context.Context, keys []string) (map[string]any, 
 	return out, nil
 }
 
+// relPart is one parent's children: a slice of the loader's own, or the
+// memo's, which assemble copies.
+type relPart struct {
+	n    int           // how many
+	own  reflect.Value // the loader's own slice, or
+	memo *memoEntry    // what the memo remembers
+}
+
 // parts0 returns the parent key value(s) of caller key k.
 func (l *relLoader) parts0(k string) []any {
 	v := l.values[k]
@@ -460,7 +476,7 @@ func (l *relLoader) parts0(k string) []any {
 // as they are, to be copied once into the destination by assemble.
 func (l *relLoader) Decode(k string, c region.Codec, payload []byte) error {
 	if e := l.memo.lookup(k, payload, l.destType); e != nil {
-		l.parts[k], l.shared = e.val, true
+		l.parts[k] = relPart{n: e.val.Len(), memo: e}
 		return nil
 	}
 	part := reflect.New(l.destType).Elem()
@@ -469,13 +485,14 @@ func (l *relLoader) Decode(k string, c region.Codec, payload []byte) error {
 		return err
 	}
 	l.memo.remember(k, payload, part, rows)
-	l.parts[k] = part
+	l.parts[k] = relPart{n: part.Len(), own: part}
 	return nil
 }
 
 // Adopt takes one parent's children as Create made them.
 func (l *relLoader) Adopt(k string, v any) {
-	l.parts[k] = v.(*queryResult).fresh.Elem()
+	own := v.(*queryResult).fresh.Elem()
+	l.parts[k] = relPart{n: own.Len(), own: own}
 }
 
 // assemble puts every parent's children into the destination, parents in
@@ -483,20 +500,37 @@ func (l *relLoader) Adopt(k string, v any) {
 // target rows are shared between parents: they are put in primary-key order
 // (cacheablePreload allows nothing else).
 func (l *relLoader) assemble() int64 {
-	n := 0
+	n, fromMemo := 0, 0
 	for _, part := range l.parts {
-		n += part.Len()
-	}
-	out := reflect.MakeSlice(l.destType, 0, n)
-	for _, k := range l.keys {
-		if part, ok := l.parts[k]; ok {
-			out = reflect.AppendSlice(out, part)
+		n += part.n
+		if part.memo != nil {
+			fromMemo += part.n
 		}
 	}
-	if l.shared {
-		// Some children are the memo's: give the destination its own (the
-		// memo only keeps types ownElems can copy).
-		ownElems(out)
+	out := reflect.MakeSlice(l.destType, n, n)
+	// Children that are pointers and come from the memo are copied into
+	// one array.
+	var arr reflect.Value
+	if fromMemo > 0 && l.destType.Elem().Kind() == reflect.Pointer {
+		arr = reflect.MakeSlice(reflect.SliceOf(l.destType.Elem().Elem()), fromMemo, fromMemo)
+	}
+	at, arrAt := 0, 0
+	for _, k := range l.keys {
+		part, ok := l.parts[k]
+		if !ok {
+			continue
+		}
+		dst := out.Slice(at, at+part.n)
+		switch {
+		case part.memo == nil:
+			reflect.Copy(dst, part.own)
+		case arr.IsValid():
+			part.memo.fill(dst, arr.Slice(arrAt, arrAt+part.n))
+			arrAt += part.n
+		default:
+			part.memo.fill(dst, reflect.Value{})
+		}
+		at += part.n
 	}
 	if l.byPK != nil {
 		sort.SliceStable(out.Interface(), func(i, j int) bool {

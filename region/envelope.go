@@ -26,10 +26,32 @@ type envelope struct {
 	created int64
 	expires int64
 	dies    int64
-	stamps  [][]byte
+	stamps  [][]byte // what marshal writes; unmarshal leaves it nil
 	payload []byte
 
-	few [4][]byte // room for the stamps of most entries, without allocating
+	// Set by unmarshal: the stamps as stored, read with nextStamp or
+	// stampList. Not parsed into slices, so that a hit allocates nothing.
+	nstamps   int
+	rawStamps []byte
+}
+
+// nextStamp splits the first stamp off raw stamps that unmarshal checked.
+func nextStamp(raw []byte) (stamp, rest []byte) {
+	l, k := binary.Uvarint(raw)
+	return raw[k : k+int(l)], raw[k+int(l):]
+}
+
+// stampList returns the parsed stamps; they alias the unmarshalled bytes.
+func (e *envelope) stampList() [][]byte {
+	if e.nstamps == 0 {
+		return nil
+	}
+	out := make([][]byte, e.nstamps)
+	raw := e.rawStamps
+	for i := range out {
+		out[i], raw = nextStamp(raw)
+	}
+	return out
 }
 
 var errBadEnvelope = errors.New("region: malformed entry")
@@ -73,22 +95,16 @@ func (e *envelope) unmarshal(b []byte) error {
 		return errBadEnvelope
 	}
 	b = b[k:]
-	e.stamps = nil
-	if n > 0 {
-		if n <= uint64(len(e.few)) {
-			e.stamps = e.few[:n:n]
-		} else {
-			e.stamps = make([][]byte, n)
+	e.stamps, e.nstamps = nil, int(n)
+	start := b
+	for range n {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)-k) {
+			return errBadEnvelope
 		}
-		for i := range e.stamps {
-			l, k := binary.Uvarint(b)
-			if k <= 0 || l > uint64(len(b)-k) {
-				return errBadEnvelope
-			}
-			e.stamps[i] = b[k : k+int(l)]
-			b = b[k+int(l):]
-		}
+		b = b[k+int(l):]
 	}
+	e.rawStamps = start[:len(start)-len(b)]
 	e.payload = b
 	return nil
 }

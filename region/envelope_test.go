@@ -42,7 +42,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 			t.Fatalf("envelope %d: version byte %d; want %d", i, b[0], envelopeVersion)
 		}
 		var out envelope
-		if err := out.unmarshal(b); err != nil {
+		if err := parseAll(&out, b); err != nil {
 			t.Fatalf("envelope %d: unmarshal: %v", i, err)
 		}
 		if !equalEnvelopes(&in, &out) {
@@ -59,11 +59,11 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 func TestEnvelopeUnmarshalResets(t *testing.T) {
 	var env envelope
 	with := envelope{created: 1, stamps: [][]byte{[]byte("1"), []byte("2")}, payload: []byte("a")}
-	if err := env.unmarshal(with.marshal()); err != nil {
+	if err := parseAll(&env, with.marshal()); err != nil {
 		t.Fatal(err)
 	}
 	without := envelope{created: 2, payload: []byte("b")}
-	if err := env.unmarshal(without.marshal()); err != nil {
+	if err := parseAll(&env, without.marshal()); err != nil {
 		t.Fatal(err)
 	}
 	if !equalEnvelopes(&env, &without) {
@@ -90,7 +90,7 @@ func TestEnvelopeTruncated(t *testing.T) {
 		for n := range len(b) {
 			cut := bytes.Clone(b[:n])
 			var out envelope
-			err := out.unmarshal(cut)
+			err := parseAll(&out, cut)
 			if n < h {
 				if !errors.Is(err, errBadEnvelope) {
 					t.Fatalf("envelope %d cut to %d of %d bytes (header %d): err %v; want errBadEnvelope", i, n, len(b), h, err)
@@ -146,7 +146,7 @@ func TestEnvelopeMalformed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var env envelope
-			err := env.unmarshal(tc.b)
+			err := parseAll(&env, tc.b)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("unmarshal(%x) = %v; want %v", tc.b, err, tc.want)
 			}
@@ -159,7 +159,7 @@ func TestEnvelopeManyEmptyStamps(t *testing.T) {
 	const n = 1000
 	b := header(uvarint(n), make([]byte, n), []byte("p"))
 	var env envelope
-	if err := env.unmarshal(b); err != nil {
+	if err := parseAll(&env, b); err != nil {
 		t.Fatal(err)
 	}
 	if len(env.stamps) != n || string(env.payload) != "p" {
@@ -179,12 +179,12 @@ func FuzzEnvelope(f *testing.F) {
 		// Arbitrary bytes: an error or an envelope, never a panic; what
 		// parses marshals back to bytes that parse to the same envelope.
 		var got envelope
-		if err := got.unmarshal(data); err == nil {
+		if err := parseAll(&got, data); err == nil {
 			if len(got.stamps) > len(data) || len(got.payload) > len(data) {
 				t.Fatalf("parsed more than was there: %d stamps, %d payload bytes from %d bytes", len(got.stamps), len(got.payload), len(data))
 			}
 			var again envelope
-			if err := again.unmarshal(got.marshal()); err != nil {
+			if err := parseAll(&again, got.marshal()); err != nil {
 				t.Fatalf("re-marshalled envelope does not parse: %v", err)
 			}
 			if !equalEnvelopes(&got, &again) {
@@ -205,11 +205,21 @@ func FuzzEnvelope(f *testing.F) {
 		}
 		b := in.marshal()
 		var out envelope
-		if err := out.unmarshal(b); err != nil {
+		if err := parseAll(&out, b); err != nil {
 			t.Fatalf("valid envelope %+v: %v", in, err)
 		}
 		if !equalEnvelopes(&in, &out) {
 			t.Fatalf("round trip changed the envelope:\n in  %+v\n out %+v", in, out)
 		}
 	})
+}
+
+// parseAll is unmarshal with the stamps parsed into e.stamps, as marshal
+// takes them, so that envelopes compare and re-marshal whole.
+func parseAll(e *envelope, b []byte) error {
+	err := e.unmarshal(b)
+	if err == nil {
+		e.stamps = e.stampList()
+	}
+	return err
 }

@@ -63,8 +63,8 @@ type flight struct {
 func (fl *flight) found(env *envelope) {
 	fl.payload, fl.made = append([]byte(nil), env.payload...), true
 	fl.created = env.created
-	fl.stamps = make([][]byte, len(env.stamps))
-	for i, st := range env.stamps {
+	fl.stamps = env.stampList()
+	for i, st := range fl.stamps {
 		fl.stamps[i] = append([]byte(nil), st...)
 	}
 }

@@ -376,21 +376,25 @@ func (r *Region) classify(raw []byte, s *snapshot, i int, co *callOptions, env *
 	if env.created < s.inv.hard || (env.dies != 0 && s.now > env.dies) {
 		return miss
 	}
+	raw = env.rawStamps
+	var stored []byte
 	if s.sel == nil {
-		if len(env.stamps) != s.shared {
+		if env.nstamps != s.shared {
 			return miss
 		}
-		for j, st := range s.stamps[:s.shared] {
-			if st == nil || !bytes.Equal(st, env.stamps[j]) {
+		for _, st := range s.stamps[:s.shared] {
+			stored, raw = nextStamp(raw)
+			if st == nil || !bytes.Equal(st, stored) {
 				return miss
 			}
 		}
 	} else {
-		if len(env.stamps) != len(s.sel[i]) {
+		if env.nstamps != len(s.sel[i]) {
 			return miss
 		}
-		for j, t := range s.sel[i] {
-			if st := s.stamps[t]; st == nil || !bytes.Equal(st, env.stamps[j]) {
+		for _, t := range s.sel[i] {
+			stored, raw = nextStamp(raw)
+			if st := s.stamps[t]; st == nil || !bytes.Equal(st, stored) {
 				return miss
 			}
 		}

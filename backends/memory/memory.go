@@ -91,11 +91,19 @@ func New(opts ...Option) *Backend {
 // appending to one never writes over another.
 func (b *Backend) GetMulti(_ context.Context, keys []string) ([][]byte, error) {
 	out := make([][]byte, len(keys))
-	found := make([]*entry, len(keys))
+	var few [8]*entry
+	found := few[:0]
+	if len(keys) > len(few) {
+		found = make([]*entry, 0, len(keys))
+	}
 	size := 0
-	for i, k := range keys {
-		if e, ok := b.cache.GetIfPresent(k); ok {
-			found[i] = e
+	for _, k := range keys {
+		e, ok := b.cache.GetIfPresent(k)
+		if !ok {
+			e = nil
+		}
+		found = append(found, e)
+		if ok {
 			if e.counter != nil {
 				size += 20 // any int64 in decimal
 			} else {
