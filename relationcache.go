@@ -319,8 +319,8 @@ type relLoader struct {
 	keyTags  map[string][]string // caller key → its row tag
 
 	// Used only in the caller's goroutine.
-	memo   *decodedMemo
-	dest   reflect.Value
+	memo  *decodedMemo
+	dest  reflect.Value
 	parts map[string]relPart // caller key → its children
 }
 
