@@ -38,9 +38,10 @@ import (
 // Plugin is the GORM plugin; register it with db.Use(dogpile.New(regions)).
 type Plugin struct {
 	// Set by New; read-only afterwards.
-	regions     map[string]*region.Region
-	regionList  []*region.Region // sorted by name, for deterministic invalidation order
-	queryHandle func(*gorm.DB)   // GORM's own gorm:query, saved by Initialize
+	regions       map[string]*region.Region
+	regionList    []*region.Region // sorted by name, for deterministic invalidation order
+	queryHandle   func(*gorm.DB)   // GORM's own gorm:query, saved by Initialize
+	preloadHandle func(*gorm.DB)   // GORM's own gorm:preload, saved by Initialize
 
 	scans  scanCache    // SQL text → what it reads and writes
 	shapes scanCache    // shapeKey → the hash of a query's shape (keys.go)
@@ -117,12 +118,17 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if p.queryHandle == nil {
 		p.queryHandle = callbacks.Query
 	}
+	p.preloadHandle = db.Callback().Query().Get("gorm:preload")
+	if p.preloadHandle == nil {
+		p.preloadHandle = callbacks.Preload
+	}
 	cb := db.Callback()
 	steps := []struct {
 		name string
 		err  error
 	}{
 		{"query", cb.Query().Replace("gorm:query", p.query)},
+		{"preload", cb.Query().Replace("gorm:preload", p.preload)},
 		{"preload begin", cb.Query().Before("gorm:preload").Register("dogpile:preload_begin", p.markPreloading)},
 		{"preload end", cb.Query().After("gorm:preload").Register("dogpile:preload_end", p.unmarkPreloading)},
 		{"create before", cb.Create().Before("gorm:create").Register("dogpile:before_create", p.beforeCreate)},

@@ -164,7 +164,11 @@ func (p *Plugin) relationQuery(db *gorm.DB, pc *preloadCtx, rels relOptions) {
 		db.AddError(err)
 		return
 	}
-	p.finish(db, l.assemble())
+	var h *relHandoff
+	if v, ok := stmt.Settings.Load(relHandoffKey{}); ok && v.(*relHandoff).dest == stmt.Dest && l.byPK == nil {
+		h = v.(*relHandoff)
+	}
+	p.finish(db, l.assemble(h))
 }
 
 // cacheablePreload reports whether per-parent entries can reproduce the
@@ -499,38 +503,47 @@ func (l *relLoader) Adopt(k string, v any) {
 // the order of the query's IN, and returns how many there are. A many2many's
 // target rows are shared between parents: they are put in primary-key order
 // (cacheablePreload allows nothing else).
-func (l *relLoader) assemble() int64 {
-	n, fromMemo := 0, 0
+func (l *relLoader) assemble(h *relHandoff) int64 {
+	n := 0
 	for _, part := range l.parts {
 		n += part.n
-		if part.memo != nil {
-			fromMemo += part.n
-		}
 	}
 	out := reflect.MakeSlice(l.destType, n, n)
-	// Children that are pointers and come from the memo are copied into
-	// one array.
+	// Children that are pointers are copied into one array: those of the
+	// memo must be, and a handoff can then give parents windows of it.
 	var arr reflect.Value
-	if fromMemo > 0 && l.destType.Elem().Kind() == reflect.Pointer {
-		arr = reflect.MakeSlice(reflect.SliceOf(l.destType.Elem().Elem()), fromMemo, fromMemo)
+	if l.destType.Elem().Kind() == reflect.Pointer {
+		arr = reflect.MakeSlice(reflect.SliceOf(l.destType.Elem().Elem()), n, n)
 	}
-	at, arrAt := 0, 0
+	at := 0
 	for _, k := range l.keys {
 		part, ok := l.parts[k]
 		if !ok {
 			continue
 		}
 		dst := out.Slice(at, at+part.n)
+		var win reflect.Value
+		if arr.IsValid() {
+			win = arr.Slice(at, at+part.n)
+		}
 		switch {
-		case part.memo == nil:
-			reflect.Copy(dst, part.own)
+		case part.memo != nil:
+			part.memo.fill(dst, win)
 		case arr.IsValid():
-			part.memo.fill(dst, arr.Slice(arrAt, arrAt+part.n))
-			arrAt += part.n
+			for i := range part.n {
+				win.Index(i).Set(part.own.Index(i).Elem())
+			}
+			pointInto(dst, win)
 		default:
-			part.memo.fill(dst, reflect.Value{})
+			reflect.Copy(dst, part.own)
+		}
+		if h != nil {
+			h.groups = append(h.groups, relGroup{value: l.values[k], n: part.n})
 		}
 		at += part.n
+	}
+	if h != nil {
+		h.arr, h.done = arr, true
 	}
 	if l.byPK != nil {
 		sort.SliceStable(out.Interface(), func(i, j int) bool {

@@ -49,6 +49,21 @@ type RcUser struct {
 	Notes     []RcNote   `gorm:"polymorphic:Owner"`       // polymorphic has-many
 }
 
+// RcUserAlt reads rc_users with the other field shapes GORM preloads into:
+// has-many into []*T, has-one into T.
+type RcUserAlt struct {
+	ID      uint
+	Name    string
+	Posts   []*RcPost `gorm:"foreignKey:RcUserID"`
+	Profile RcProfile `gorm:"foreignKey:RcUserID"`
+}
+
+func (RcUserAlt) TableName() string { return "rc_users" }
+
+// rcDoubledUsers is a FROM that gives every user twice: parents that share
+// a key each get the children.
+const rcDoubledUsers = "(SELECT * FROM rc_users UNION ALL SELECT * FROM rc_users) AS rc_users"
+
 type RcProfile struct {
 	ID       uint
 	RcUserID uint
@@ -464,6 +479,35 @@ func rcCases() []rcCase {
 				}
 				return 0
 			}, func(n int) bool { return n > 5 && n < rcUsers }, "profiles")},
+		{name: "has-many/pointers", scopes: []string{"Posts"}, hitQ: 1,
+			run: func(tx *gorm.DB) (any, error) {
+				var us []RcUserAlt
+				err := tx.Preload("Posts", rcByID).Order("id").Find(&us).Error
+				return us, err
+			}},
+		{name: "has-one/value", scopes: []string{"Profile"}, hitQ: 1,
+			run: func(tx *gorm.DB) (any, error) {
+				var us []RcUserAlt
+				err := tx.Preload("Profile").Order("id").Find(&us).Error
+				return us, err
+			}},
+		{name: "has-many/duplicate-parents", scopes: []string{"Posts"}, hitQ: 1,
+			run: func(tx *gorm.DB) (any, error) {
+				var us []RcUser
+				err := tx.Table(rcDoubledUsers).Preload("Posts", rcByID).Order("id").Find(&us).Error
+				return us, err
+			},
+			sanity: func(t *testing.T, v any) {
+				if us := v.([]RcUser); len(us) != 2*rcUsers || len(us[0].Posts) == 0 || us[1].ID != us[0].ID {
+					t.Fatalf("want every user twice, with posts: %d users", len(us))
+				}
+			}},
+		{name: "has-many/pointers/duplicate-parents", scopes: []string{"Posts", "Profile"}, hitQ: 1,
+			run: func(tx *gorm.DB) (any, error) {
+				var us []RcUserAlt
+				err := tx.Table(rcDoubledUsers).Preload("Posts", rcByID).Preload("Profile").Order("id").Find(&us).Error
+				return us, err
+			}},
 		{name: "has-many", scopes: []string{"Posts"}, hitQ: 1,
 			run: rcFindUsers(func(tx *gorm.DB) *gorm.DB { return tx.Preload("Posts", rcByID) }), sanity: rcSomePosts},
 		{name: "has-many/no-order", scopes: []string{"Posts"}, hitQ: 1,
@@ -1196,5 +1240,28 @@ func TestRcWriterWithoutParentSchema(t *testing.T) {
 		dbtest.Must(t, writer.Save(&p).Error)
 
 		rcSame(t, "after the other writer's Save of a todo and a post", load(e.bare()), load(scoped()))
+	})
+}
+
+// TestRcDuplicateParentsOwnChildren: parents that share a key (the same row
+// twice) each get children of their own, as GORM gives them, also when
+// their children come from the cache.
+func TestRcDuplicateParentsOwnChildren(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *dbtest.DB) {
+		e := rcSetup(t, db, "default")
+		for round := range 2 { // a miss, then a hit
+			var us []RcUser
+			if err := e.cached.Scopes(rcRC("Posts")).Table(rcDoubledUsers).Preload("Posts", rcByID).Order("id").Find(&us).Error; err != nil {
+				t.Fatal(err)
+			}
+			if len(us) < 2 || us[0].ID != us[1].ID || len(us[0].Posts) == 0 {
+				t.Fatalf("round %d: want the first user twice, with posts", round)
+			}
+			want := us[1].Posts[0].Title
+			us[0].Posts[0].Title = "changed"
+			if got := us[1].Posts[0].Title; got != want {
+				t.Fatalf("round %d: changing the first copy's post changed the second's: %q", round, got)
+			}
+		}
 	})
 }
