@@ -1,6 +1,7 @@
 package dogpile
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"sort"
@@ -148,7 +149,7 @@ func preloadCached(tx *gorm.DB, rel *schema.Relationship, conds []any) error {
 			foreignFields = append(foreignFields, ref.ForeignKey)
 		}
 	}
-	identity, foreignValues := schema.GetIdentityFieldValuesMap(ctx, parents, foreignFields)
+	identity, foreignValues := parentIdentity(ctx, parents, foreignFields)
 	if len(foreignValues) == 0 {
 		return nil
 	}
@@ -198,6 +199,51 @@ func preloadCached(tx *gorm.DB, rel *schema.Relationship, conds []any) error {
 		return assignGroups(tx, rel, identity, results, h)
 	}
 	return assignEach(tx, rel, identity, results, relForeignFields)
+}
+
+// parentIdentity is schema.GetIdentityFieldValuesMap for a slice or struct
+// of parents, with the same keys and order in fewer allocations: the
+// parents' key values, once per distinct key, and the parents under each.
+func parentIdentity(ctx context.Context, parents reflect.Value, fields []*schema.Field) (map[string][]reflect.Value, [][]any) {
+	if k := parents.Kind(); (k != reflect.Slice && k != reflect.Array) || !parents.CanAddr() {
+		return schema.GetIdentityFieldValuesMap(ctx, parents, fields)
+	}
+	if k := parents.Type().Elem().Kind(); k != reflect.Struct && k != reflect.Pointer {
+		return schema.GetIdentityFieldValuesMap(ctx, parents, fields)
+	}
+	n := parents.Len()
+	identity := make(map[string][]reflect.Value, n)
+	values := make([][]any, 0, n)
+	space := make([]any, n*len(fields)) // every parent's key values
+	var seen map[uintptr]bool           // pointers already taken; elements of a []T are distinct
+	if parents.Type().Elem().Kind() == reflect.Pointer {
+		seen = make(map[uintptr]bool, n)
+	}
+	for i := 0; i < n; i++ {
+		elem := parents.Index(i)
+		if seen != nil {
+			if seen[elem.Pointer()] {
+				continue
+			}
+			seen[elem.Pointer()] = true
+		}
+		vals := space[i*len(fields) : (i+1)*len(fields) : (i+1)*len(fields)]
+		notZero := false
+		for j, f := range fields {
+			var zero bool
+			vals[j], zero = f.ValueOf(ctx, elem)
+			notZero = notZero || !zero
+		}
+		if !notZero {
+			continue
+		}
+		key := utils.ToStringKey(vals...)
+		if _, ok := identity[key]; !ok {
+			values = append(values, vals)
+		}
+		identity[key] = append(identity[key], elem)
+	}
+	return identity, values
 }
 
 // assignGroups gives each parent its group of the results: a window of
