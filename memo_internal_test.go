@@ -73,7 +73,7 @@ func TestDeepCopyRefusesWhatItCannotCopy(t *testing.T) {
 	type withFunc struct{ F func() }
 	type withHidden struct{ p *int }
 	type nested struct{ Inner []withAny }
-	for _, v := range []any{withAny{}, withFunc{}, withHidden{}, nested{}, map[*int]int{}, []chan int{}} {
+	for _, v := range []any{withAny{}, withFunc{}, withHidden{p: new(int)}, nested{}, map[*int]int{}, []chan int{}} {
 		if _, ok := deepenerFor(reflect.TypeOf(v)); ok {
 			t.Errorf("%T: copyable; want refused", v)
 		}
