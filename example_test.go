@@ -105,3 +105,26 @@ func ExampleRelationshipCache() {
 	// warm: 0 queries; Le Guin wrote 2 books
 	// after a save: 1 queries; Solaris (1961)
 }
+
+func ExampleWithDecodedCache() {
+	db, pool, done := openExampleDB()
+	defer done()
+	regions := map[string]*region.Region{"default": region.New(memory.New())}
+	// Keep up to 8 MiB of decoded answers; 0 would decode every hit.
+	if err := db.Use(dogpile.New(regions, dogpile.WithDecodedCache(8<<20))); err != nil {
+		panic(err)
+	}
+
+	pool.Reset()
+	var authors []ExampleAuthor
+	db.Scopes(dogpile.FromCache("default")).Order("id").Find(&authors)
+	authors[0].Name = "changed by its caller" // every answer is its caller's own
+	for range 2 {
+		var again []ExampleAuthor
+		db.Scopes(dogpile.FromCache("default")).Order("id").Find(&again)
+		fmt.Println(again[0].Name, "-", pool.Queries(), "query in all")
+	}
+	// Output:
+	// Le Guin - 1 query in all
+	// Le Guin - 1 query in all
+}
