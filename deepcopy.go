@@ -71,6 +71,55 @@ func hasRefs(v reflect.Value) bool {
 	return false
 }
 
+// refSize approximates the memory reachable from v through its pointers,
+// slices, maps and strings (v's own size not included).
+func refSize(v reflect.Value) int {
+	switch v.Kind() {
+	case reflect.String:
+		return v.Len()
+	case reflect.Pointer:
+		if v.IsNil() {
+			return 0
+		}
+		return int(v.Type().Elem().Size()) + refSize(v.Elem())
+	case reflect.Slice:
+		if v.IsNil() {
+			return 0
+		}
+		n := v.Len() * int(v.Type().Elem().Size())
+		for i := range v.Len() {
+			n += refSize(v.Index(i))
+		}
+		return n
+	case reflect.Array:
+		n := 0
+		for i := range v.Len() {
+			n += refSize(v.Index(i))
+		}
+		return n
+	case reflect.Map:
+		if v.IsNil() {
+			return 0
+		}
+		n := 48 // the map's header
+		it := v.MapRange()
+		for it.Next() {
+			n += 16 + int(it.Key().Type().Size()+it.Value().Type().Size()) + refSize(it.Key()) + refSize(it.Value())
+		}
+		return n
+	case reflect.Struct:
+		if v.Type() == timeType {
+			return 0
+		}
+		n := 0
+		for i := range v.NumField() {
+			n += refSize(v.Field(i))
+		}
+		return n
+	}
+	return 0
+}
+
 // pointInto sets ptrs[i] = &arr[i] for every i; ptrs is a []*T and arr a
 // []T of the same length. It writes the pointers directly: through reflect
 // each would take three calls.

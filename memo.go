@@ -38,6 +38,7 @@ type memoEntry struct {
 	val  reflect.Value // the decoded destination; read only
 	d    deepener      // val's type's deepener
 	rows int64         // RowsAffected of the answer
+	size int           // about the memory the entry holds
 	// plain: val holds no pointer, slice or map, so an assignment is a copy.
 	plain bool
 
@@ -49,10 +50,12 @@ type memoEntry struct {
 	elemD      deepener
 }
 
-// newMemoEntry remembers v, of a copyable type with deepener d.
+// newMemoEntry remembers v, of a copyable type with deepener d, or returns
+// nil for a value it does not keep.
 func newMemoEntry(b []byte, v reflect.Value, d deepener, rows int64) *memoEntry {
 	e := &memoEntry{raw: bytes.Clone(b), typ: v.Type(), val: deepCopy(v, d), d: d, rows: rows}
 	e.plain = !hasRefs(e.val)
+	e.size = len(e.raw) + int(e.typ.Size()) + refSize(e.val)
 	if e.typ.Kind() != reflect.Slice || e.val.IsNil() {
 		return e
 	}
@@ -63,10 +66,11 @@ func newMemoEntry(b []byte, v reflect.Value, d deepener, rows int64) *memoEntry 
 		for i := range e.val.Len() {
 			p := e.val.Index(i)
 			if p.IsNil() {
-				return e
+				return nil // not from a scan: not worth remembering
 			}
 			elems.Index(i).Set(p.Elem())
 		}
+		e.size += elems.Len() * int(et.Size())
 	}
 	e.elems, e.elemD, e.plainElems = elems, mustDeepener(et), true
 	for i := range elems.Len() {
@@ -133,8 +137,8 @@ func (e *memoEntry) fill(dst, arr reflect.Value) {
 	}
 }
 
-// memoOverhead approximates what an entry costs beyond its bytes and the
-// decoded value (which the weigher estimates as twice the bytes).
+// memoOverhead approximates what an entry costs beyond its bytes and
+// values.
 const memoOverhead = 128
 
 func newDecodedMemo(maxBytes int64) *decodedMemo {
@@ -144,7 +148,7 @@ func newDecodedMemo(maxBytes int64) *decodedMemo {
 	return &decodedMemo{cache: otter.Must(&otter.Options[string, *memoEntry]{
 		MaximumWeight: uint64(maxBytes),
 		Weigher: func(k string, e *memoEntry) uint32 {
-			n := len(k) + 3*len(e.raw) + memoOverhead
+			n := len(k) + e.size + memoOverhead
 			if n > math.MaxUint32 {
 				return math.MaxUint32
 			}
@@ -192,7 +196,9 @@ func (m *decodedMemo) remember(key string, b []byte, v reflect.Value, rows int64
 	if !ok {
 		return
 	}
-	m.cache.Set(key, newMemoEntry(b, v, d, rows))
+	if e := newMemoEntry(b, v, d, rows); e != nil {
+		m.cache.Set(key, e)
+	}
 }
 
 // isCompact reports an answer whose destination is in the compact format.

@@ -531,9 +531,16 @@ func (l *relLoader) assemble(h *relHandoff) int64 {
 			part.memo.fill(dst, win)
 		case arr.IsValid():
 			for i := range part.n {
-				win.Index(i).Set(part.own.Index(i).Elem())
+				if p := part.own.Index(i); !p.IsNil() {
+					win.Index(i).Set(p.Elem())
+				}
 			}
 			pointInto(dst, win)
+			for i := range part.n {
+				if part.own.Index(i).IsNil() { // never from a scan; kept as it was
+					dst.Index(i).SetZero()
+				}
+			}
 		default:
 			reflect.Copy(dst, part.own)
 		}

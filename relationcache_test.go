@@ -1265,3 +1265,79 @@ func TestRcDuplicateParentsOwnChildren(t *testing.T) {
 		}
 	})
 }
+
+// RcUserBare reads rc_users without relations.
+type RcUserBare struct {
+	ID   uint
+	Name string
+}
+
+func (RcUserBare) TableName() string { return "rc_users" }
+
+// RcHookPost moves, in its AfterFind, the posts of even users to user 1:
+// GORM assigns children by their keys after the hooks.
+type RcHookPost struct {
+	ID       uint
+	RcUserID uint
+	Title    string
+}
+
+func (RcHookPost) TableName() string { return "rc_posts" }
+
+func (p *RcHookPost) AfterFind(*gorm.DB) error {
+	if p.RcUserID%2 == 0 {
+		p.RcUserID = 1
+	}
+	return nil
+}
+
+type RcUserHooked struct {
+	ID    uint
+	Name  string
+	Posts []RcHookPost `gorm:"foreignKey:RcUserID"`
+}
+
+func (RcUserHooked) TableName() string { return "rc_users" }
+
+// TestRcPreloadShapes: preloads whose relations GORM takes from the
+// destination rather than the model, and children whose hooks change their
+// keys, answer as GORM does, as a miss and as hits.
+func TestRcPreloadShapes(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(tx *gorm.DB) (any, error)
+	}{
+		{"dest-without-the-relation", func(tx *gorm.DB) (any, error) {
+			var us []RcUserBare
+			err := tx.Model(&RcUser{}).Preload("Posts").Order("id").Find(&us).Error
+			return us, err
+		}},
+		{"dest-with-another-field-shape", func(tx *gorm.DB) (any, error) {
+			var us []RcUserAlt
+			err := tx.Model(&RcUser{}).Preload("Posts", rcByID).Order("id").Find(&us).Error
+			return us, err
+		}},
+		{"hook-changes-child-key", func(tx *gorm.DB) (any, error) {
+			var us []RcUserHooked
+			err := tx.Preload("Posts", rcByID).Order("id").Find(&us).Error
+			return us, err
+		}},
+	}
+	dbtest.Each(t, func(t *testing.T, db *dbtest.DB) {
+		e := rcSetup(t, db, "default")
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				want, wantErr := c.run(e.bare())
+				for _, what := range []string{"miss", "hit", "second hit"} {
+					got, err := c.run(e.cached.Scopes(rcRC("Posts")))
+					if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+						t.Fatalf("%s: error %v; GORM's is %v", what, err, wantErr)
+					}
+					if err == nil {
+						rcSame(t, what, want, got)
+					}
+				}
+			})
+		}
+	})
+}

@@ -49,16 +49,28 @@ func (p *Plugin) preload(db *gorm.DB) {
 		p.preloadHandle(db)
 		return
 	}
+	// GORM preloads relations of the destination's schema, which may not be
+	// the model's: check them there.
 	tx := preloadSession(db)
 	if tx.Error != nil {
-		return
+		return // as GORM's preload does
 	}
-	for _, name := range names {
-		rel := tx.Statement.Schema.Relationships.Relations[name]
+	rels := make([]*schema.Relationship, len(names))
+	for i, name := range names {
+		if tx.Statement.Schema.Relationships.EmbeddedRelations[name] != nil {
+			p.preloadHandle(db)
+			return
+		}
+		if rels[i] = tx.Statement.Schema.Relationships.Relations[name]; !plainRelation(rels[i]) {
+			p.preloadHandle(db)
+			return
+		}
+	}
+	for i, name := range names {
 		ptx := tx.Table("").Session(&gorm.Session{Context: tx.Statement.Context, SkipHooks: tx.Statement.SkipHooks})
 		ptx.Statement.ReflectValue = tx.Statement.ReflectValue
 		ptx.Statement.Unscoped = tx.Statement.Unscoped
-		if err := preloadCached(ptx, rel, db.Statement.Preloads[name]); err != nil {
+		if err := preloadCached(ptx, rels[i], db.Statement.Preloads[name]); err != nil {
 			db.AddError(err)
 			return
 		}
@@ -66,7 +78,8 @@ func (p *Plugin) preload(db *gorm.DB) {
 }
 
 // cachedPreloads returns the statement's preload names, sorted as GORM
-// runs them, when preload can take all of them.
+// runs them, when they are all top-level paths RelationshipCache applies
+// to and nothing else (joins, nested paths) is preloaded.
 func cachedPreloads(db *gorm.DB) ([]string, bool) {
 	stmt := db.Statement
 	if db.Error != nil || len(stmt.Preloads) == 0 || stmt.Schema == nil || len(stmt.Joins) > 0 {
@@ -80,9 +93,6 @@ func cachedPreloads(db *gorm.DB) ([]string, bool) {
 	names := make([]string, 0, len(stmt.Preloads))
 	for name := range stmt.Preloads {
 		if _, cached := rels[name]; !cached || strings.Contains(name, ".") || name == clause.Associations {
-			return nil, false
-		}
-		if stmt.Schema.Relationships.EmbeddedRelations[name] != nil || !plainRelation(stmt.Schema.Relationships.Relations[name]) {
 			return nil, false
 		}
 		names = append(names, name)
@@ -195,7 +205,10 @@ func preloadCached(tx *gorm.DB, rel *schema.Relationship, conds []any) error {
 		}
 	}
 
-	if h.done && h.arr.IsValid() {
+	// The groups are by the keys the children were cached under; an
+	// AfterFind hook may change a child's key, and GORM assigns by the key
+	// after the hooks.
+	if h.done && h.arr.IsValid() && !rel.FieldSchema.AfterFind {
 		return assignGroups(tx, rel, identity, results, h)
 	}
 	return assignEach(tx, rel, identity, results, relForeignFields)
