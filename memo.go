@@ -147,6 +147,7 @@ func newDecodedMemo(maxBytes int64) *decodedMemo {
 	}
 	return &decodedMemo{cache: otter.Must(&otter.Options[string, *memoEntry]{
 		MaximumWeight: uint64(maxBytes),
+		Executor:      func(fn func()) { fn() }, // as backends/memory: no goroutine per drain
 		Weigher: func(k string, e *memoEntry) uint32 {
 			n := len(k) + e.size + memoOverhead
 			if n > math.MaxUint32 {

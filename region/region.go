@@ -90,7 +90,10 @@ func New(backend Backend, opts ...Option) *Region {
 	}
 	r.flights.m = make(map[string]*flight)
 	r.unconfirmed.r = r
-	r.tagRefs = otter.Must(&otter.Options[string, *tagRef]{MaximumSize: maxTagRefs})
+	r.tagRefs = otter.Must(&otter.Options[string, *tagRef]{
+		MaximumSize: maxTagRefs,
+		Executor:    func(fn func()) { fn() }, // drains on the reader's goroutine, not one of their own
+	})
 	return r
 }
 

@@ -67,6 +67,13 @@ func New(opts ...Option) *Backend {
 	}
 	return &Backend{cache: otter.Must(&otter.Options[string, *entry]{
 		MaximumWeight: uint64(c.maxBytes),
+		// Maintenance (replaying reads into the eviction policy) runs on
+		// the goroutine that triggers it: a hot key fills the read buffer
+		// every few reads, and a goroutine per drain costs more than the
+		// drain. Safe here: no function the cache calls under its locks
+		// (the weigher, the expiry calculator, counterLocked's Compute)
+		// calls the cache.
+		Executor: func(fn func()) { fn() },
 		Weigher: func(k string, e *entry) uint32 {
 			if e.counter != nil {
 				return 0 // never evicted
