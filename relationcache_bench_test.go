@@ -23,7 +23,7 @@ type RcBenchUser struct {
 
 type RcBenchPost struct {
 	ID            uint
-	RcBenchUserID uint `gorm:"index"`
+	RcBenchUserID uint         `gorm:"index"`
 	RcBenchUser   *RcBenchUser // back-reference: per-parent invalidation
 	Title         string
 	Body          string
