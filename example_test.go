@@ -128,3 +128,62 @@ func ExampleWithDecodedCache() {
 	// Le Guin - 1 query in all
 	// Le Guin - 1 query in all
 }
+
+func ExampleInvalidateTables() {
+	db, pool, done := openExampleDB()
+	defer done()
+	regions := map[string]*region.Region{"default": region.New(memory.New())}
+	if err := db.Use(dogpile.New(regions)); err != nil {
+		panic(err)
+	}
+	name := func() string {
+		var a ExampleAuthor
+		db.Scopes(dogpile.FromCache("default")).Where("id = ?", 2).Take(&a)
+		return a.Name
+	}
+
+	fmt.Println(name())
+	// A write made outside GORM (another program, a migration script): the
+	// plugin cannot see it, so the cached answer stands...
+	pool.DB.Exec("UPDATE example_authors SET name = 'S. Lem' WHERE id = 2")
+	fmt.Println(name())
+	// ...until the table is declared changed.
+	if err := dogpile.InvalidateTables(db, "example_authors"); err != nil {
+		panic(err)
+	}
+	fmt.Println(name())
+	// Output:
+	// Lem
+	// Lem
+	// S. Lem
+}
+
+func ExampleInvalidateKey() {
+	db, pool, done := openExampleDB()
+	defer done()
+	regions := map[string]*region.Region{"default": region.New(memory.New())}
+	if err := db.Use(dogpile.New(regions)); err != nil {
+		panic(err)
+	}
+	// Entries named "authors-from" share one version, whatever their bind
+	// values.
+	count := func(fromID int) int {
+		var authors []ExampleAuthor
+		db.Scopes(dogpile.FromCache("default", dogpile.WithKey("authors-from"))).
+			Where("id >= ?", fromID).Find(&authors)
+		return len(authors)
+	}
+	count(1)
+	count(2)
+
+	pool.Reset()
+	fmt.Println(count(1), count(2), "-", pool.Queries(), "queries")
+	pool.DB.Exec("INSERT INTO example_authors (name) VALUES ('Strugatsky')")
+	if err := dogpile.InvalidateKey(db, "default", "authors-from"); err != nil {
+		panic(err)
+	}
+	fmt.Println(count(1), count(2), "-", pool.Queries(), "queries")
+	// Output:
+	// 2 1 - 0 queries
+	// 3 2 - 2 queries
+}
