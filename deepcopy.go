@@ -46,6 +46,58 @@ func deepCopy(v reflect.Value, d deepener) reflect.Value {
 	return c
 }
 
+// copyShared returns a deep copy of v, an answer other callers may be
+// reading at the same time, or false when its type cannot be copied. Rows
+// scanned into maps are copied value by value, as their values' types are
+// known only at run time.
+func copyShared(v reflect.Value) (reflect.Value, bool) {
+	switch v.Type() {
+	case mapType:
+		if v.IsNil() {
+			return v, true
+		}
+		m, ok := copyRow(v.Interface().(map[string]any))
+		return reflect.ValueOf(m), ok
+	case mapSliceType:
+		if v.IsNil() {
+			return v, true
+		}
+		rows := v.Interface().([]map[string]any)
+		c := make([]map[string]any, len(rows))
+		for i, row := range rows {
+			var ok bool
+			if c[i], ok = copyRow(row); !ok {
+				return reflect.Value{}, false
+			}
+		}
+		return reflect.ValueOf(c), true
+	}
+	d, ok := deepenerFor(v.Type())
+	if !ok {
+		return reflect.Value{}, false
+	}
+	return deepCopy(v, d), true
+}
+
+// copyRow copies one row scanned into a map, and the values it holds.
+func copyRow(row map[string]any) (map[string]any, bool) {
+	if row == nil {
+		return nil, true
+	}
+	c := make(map[string]any, len(row))
+	for k, x := range row {
+		if rv := reflect.ValueOf(x); x != nil && hasRefs(rv) {
+			d, ok := deepenerFor(rv.Type())
+			if !ok {
+				return nil, false
+			}
+			x = deepCopy(rv, d).Interface()
+		}
+		c[k] = x
+	}
+	return c, true
+}
+
 // hasRefs reports whether v holds, anywhere, a non-nil pointer, slice or
 // map: memory that a plain assignment of v would share.
 func hasRefs(v reflect.Value) bool {

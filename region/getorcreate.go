@@ -17,7 +17,10 @@ var noOptions = &callOptions{}
 //
 // Errors from create are returned to every caller that waited on that run,
 // and nothing is cached. Backend errors are never returned: they cost a miss.
-// A value that cannot be decoded is a miss, counted in Stats.
+// A value that cannot be decoded is a miss, counted in Stats. A value that
+// cannot be encoded is not stored; the callers that waited for it are all
+// given that same value (copy it before changing it if T holds pointers,
+// slices or maps).
 func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(ctx context.Context) (T, error), opts ...CallOption) (T, error) {
 	co := noOptions
 	if len(opts) > 0 {
@@ -108,12 +111,18 @@ func (l *valueLoader[T]) Decode(_ string, c Codec, payload []byte) error {
 	return nil
 }
 
-func (l *valueLoader[T]) Adopt(_ string, v any) { l.v, _ = v.(T) }
+// Adopt takes v as it is: callers that waited for a value that could not
+// be encoded share it (see GetOrCreate).
+func (l *valueLoader[T]) Adopt(_ string, v any, _ bool) bool {
+	l.v, _ = v.(T)
+	return true
+}
 
 // GetOrCreateMulti is GetOrCreate for many keys at once: one backend round
 // trip reads them all, and one call of create makes every key that has no
 // usable value (create gets them in the order given, without duplicates).
-// The lock and stale rules apply per key. Keys that create leaves out of its
+// The lock and stale rules apply per key, and values that cannot be encoded
+// are shared as GetOrCreate's are. Keys that create leaves out of its
 // result are not cached and are absent from the returned map.
 func GetOrCreateMulti[T any](ctx context.Context, r *Region, keys []string, create func(ctx context.Context, missing []string) (map[string]T, error), opts ...CallOption) (map[string]T, error) {
 	l := &mapLoader[T]{create: create, out: make(map[string]T, len(keys))}
@@ -151,8 +160,9 @@ func (l *mapLoader[T]) Decode(key string, c Codec, payload []byte) error {
 	return nil
 }
 
-func (l *mapLoader[T]) Adopt(key string, v any) {
+func (l *mapLoader[T]) Adopt(key string, v any, _ bool) bool {
 	if t, ok := v.(T); ok {
 		l.out[key] = t
 	}
+	return true
 }

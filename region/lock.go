@@ -143,10 +143,14 @@ type Loader interface {
 	// An error makes the entry a miss: it is counted and regenerated.
 	Decode(key string, c Codec, payload []byte) error
 	// Adopt fills the caller's destination for key with a value made by
-	// Create. Values made by this caller's own Create are passed only to it;
-	// values made for other callers are decoded from their payload instead,
-	// and passed to Adopt only when they could not be encoded.
-	Adopt(key string, v any)
+	// Create, and reports whether it did. own tells whether this caller's
+	// own Create made it. A value made by another caller's Create is passed
+	// only when it could not be encoded: the same value then reaches every
+	// caller that waited for it (and the one that made it), so an Adopt that
+	// must not share memory copies it, or returns false to have this caller
+	// make a value of its own, outside the lock. An own value is always
+	// taken; its result is ignored.
+	Adopt(key string, v any, own bool) bool
 }
 
 // Payloader is implemented by values a Loader creates that encode
@@ -313,6 +317,7 @@ func (r *Region) await(ctx context.Context, keys, bkeys []string, l Loader, co *
 		panicked  *flight
 		retry     []int
 		timedOut  []int
+		refused   []int // shared values Adopt would not take
 		stopWaits bool
 	)
 	for _, w := range waits {
@@ -358,10 +363,12 @@ func (r *Region) await(ctx context.Context, keys, bkeys []string, l Loader, co *
 			// Made from data older than what this caller must see.
 			retry = append(retry, w.i)
 		case w.own && fl.val != nil:
-			l.Adopt(keys[w.i], fl.val)
+			l.Adopt(keys[w.i], fl.val, true)
 		case fl.payload != nil && l.Decode(keys[w.i], r.codec, fl.payload) == nil:
-		case fl.val != nil:
-			l.Adopt(keys[w.i], fl.val)
+		case fl.payload == nil && fl.val != nil:
+			if !l.Adopt(keys[w.i], fl.val, false) {
+				refused = append(refused, w.i)
+			}
 		default:
 			// Found stored by someone else, but unreadable for this caller.
 			r.stats.decodeFailures.Add(1)
@@ -379,6 +386,11 @@ func (r *Region) await(ctx context.Context, keys, bkeys []string, l Loader, co *
 			return fmt.Errorf("region %s: key %q: %w", r.name, keys[timedOut[0]], ErrWaitTimeout)
 		}
 		if err := r.createUnlocked(ctx, keys, bkeys, timedOut, l, co); err != nil {
+			return err
+		}
+	}
+	if len(refused) > 0 {
+		if err := r.createUnlocked(ctx, keys, bkeys, refused, l, co); err != nil {
 			return err
 		}
 	}
@@ -420,7 +432,7 @@ func (r *Region) createUnlocked(ctx context.Context, keys, bkeys []string, idx [
 		if !ok {
 			continue
 		}
-		l.Adopt(k, v)
+		l.Adopt(k, v, true)
 		r.keep(ctx, subB[j], v, &s, j, co, nil)
 	}
 	return nil
