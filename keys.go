@@ -164,9 +164,35 @@ func appendValue(b []byte, v any) []byte {
 		}
 		return appendValue(b, sent)
 	}
-	// Named types of basic kinds (type Status int) and anything else: the
-	// type and its Go-syntax representation.
-	return appendPart(b, 'x', fmt.Sprintf("%T|%#v", v, v))
+	return appendOther(b, reflect.ValueOf(v))
+}
+
+// appendOther appends a bind value of a type appendValue does not name.
+// Pointers are keyed by their type and what they point at, which is what
+// database/sql sends, and slices and arrays element by element: never by an
+// address, which a later query may reuse for another value.
+func appendOther(b []byte, rv reflect.Value) []byte {
+	switch rv.Kind() {
+	case reflect.Pointer:
+		b = appendPart(b, 'p', rv.Type().String())
+		if rv.IsNil() {
+			return append(b, 'n')
+		}
+		return appendValue(b, rv.Elem().Interface())
+	case reflect.Slice, reflect.Array:
+		b = appendPart(b, 'X', rv.Type().String())
+		if rv.Kind() == reflect.Slice && rv.IsNil() {
+			return append(b, 'N')
+		}
+		b = binary.AppendUvarint(b, uint64(rv.Len()))
+		for i := range rv.Len() {
+			b = appendValue(b, rv.Index(i).Interface())
+		}
+		return b
+	}
+	// Named types of basic kinds (type Status int), structs and anything
+	// else: the type and its Go-syntax representation.
+	return appendPart(b, 'x', fmt.Sprintf("%T|%#v", rv.Interface(), rv.Interface()))
 }
 
 func appendInt(b []byte, tag byte, n int64) []byte {

@@ -43,6 +43,8 @@ func TestBindValuesNeverCollide(t *testing.T) {
 		sql.NullString{String: "1", Valid: true}, sql.NullString{}, sql.NullInt64{Int64: 1, Valid: true},
 		upper("a"), "a!", &nilValuer{},
 		[]int{1, 2}, []string{"1", "2"}, "a\x00b", "a", "b",
+		ptrTo(int64(1)), ptrTo(1), ptrTo("1"), (*int64)(nil), ptrTo(ptrTo(int64(1))),
+		[]int{1}, []int(nil), []int{}, [2]int{1, 2}, []*int{ptrTo(1)},
 	}
 	seen := map[string]int{}
 	for i, v := range values {
@@ -58,6 +60,27 @@ func TestBindValuesNeverCollide(t *testing.T) {
 	}
 	if bytes.Equal(encodeVars(nil, ""), encodeVars("", nil)) {
 		t.Error(`(nil,"") and ("",nil) collide`)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// TestPointerBindValuesKeyedByValue: a pointer is keyed by what it points at
+// (what the database is sent), never by its address, which a later query
+// may reuse for another value.
+func TestPointerBindValuesKeyedByValue(t *testing.T) {
+	p := new(int64)
+	*p = 1
+	one := encodeVars(p)
+	*p = 2
+	if bytes.Equal(one, encodeVars(p)) {
+		t.Error("a pointer whose value changed kept its key")
+	}
+	if !bytes.Equal(one, encodeVars(ptrTo(int64(1)))) {
+		t.Error("two pointers to equal values have different keys")
+	}
+	if !bytes.Equal(encodeVars([]*int{ptrTo(3)}), encodeVars([]*int{ptrTo(3)})) {
+		t.Error("slices of pointers to equal values have different keys")
 	}
 }
 
@@ -110,7 +133,7 @@ func FuzzBindValues(f *testing.F) {
 // pick turns fuzz inputs into a list of bind values of varied types.
 func pick(n int64, s string, kind uint8) []any {
 	one := func(k uint8) any {
-		switch k % 12 {
+		switch k % 15 {
 		case 0:
 			return n
 		case 1:
@@ -133,6 +156,16 @@ func pick(n int64, s string, kind uint8) []any {
 			return status(n)
 		case 10:
 			return sql.NullInt64{Int64: n, Valid: n != 0}
+		case 11:
+			v := n // a new address every time: keys must follow the value
+			return &v
+		case 12:
+			if n%3 == 0 {
+				return (*int64)(nil)
+			}
+			return &s
+		case 13:
+			return []int64{n, int64(len(s))}
 		default:
 			return fmt.Sprint(n)
 		}
