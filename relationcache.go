@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -161,6 +162,10 @@ func (p *Plugin) relationQuery(db *gorm.DB, pc *preloadCtx, rels relOptions) {
 		opts = append(opts, region.IgnoreExpiration())
 	}
 	if err := r.Load(stmt.Context, l.keys, l, opts...); err != nil {
+		if errors.Is(err, errUnmatchedChild) {
+			p.queryHandle(db)
+			return
+		}
 		db.AddError(err)
 		return
 	}
@@ -414,6 +419,11 @@ func (l *relLoader) withIN(e clause.Expression) map[string]clause.Clause {
 	return clauses
 }
 
+// errUnmatchedChild is Create's answer when a row of the preload query
+// matches none of the parents asked for: nothing is cached, and the
+// preload goes to GORM, as without the cache.
+var errUnmatchedChild = errors.New("dogpile: preloaded row matches no parent")
+
 // Create queries the children of the parents in keys only.
 func (l *relLoader) Create(ctx context.Context, keys []string) (map[string]any, error) {
 	in := l.in
@@ -444,9 +454,14 @@ func (l *relLoader) Create(ctx context.Context, keys []string) (map[string]any, 
 		for j, f := range l.fields {
 			vals[j], _ = f.ValueOf(ctx, reflect.Indirect(elem))
 		}
-		if k, ok := byKey[keyString(vals...)]; ok {
-			groups[k] = reflect.Append(groups[k], elem)
+		k, ok := byKey[keyString(vals...)]
+		if !ok {
+			// A child the entries cannot hold: its key was not selected, or
+			// is of another type than the parents'. GORM's own preload
+			// decides what that means.
+			return nil, errUnmatchedChild
 		}
+		groups[k] = reflect.Append(groups[k], elem)
 	}
 	out := make(map[string]any, len(keys))
 	for k, g := range groups {
