@@ -60,6 +60,18 @@ func floorDB(b *testing.B, db *dbtest.DB, payload func(dest any) []byte) *gorm.D
 
 func noScope(tx *gorm.DB) *gorm.DB { return tx }
 
+// decodingDB is a second *gorm.DB on the same database whose plugin keeps no
+// decoded answers (WithDecodedCache(0)): every hit decodes its bytes. It
+// shows what a hit costs when the memo cannot help (first hit of a key in a
+// process, or an entry another process rewrote).
+func decodingDB(b *testing.B, db *dbtest.DB) *gorm.DB {
+	tx, err := gorm.Open(db.Dialector, &gorm.Config{Logger: db.Config.Logger})
+	dbtest.Must(b, err)
+	r := region.New(memory.New(), region.WithExpiration(time.Hour))
+	dbtest.Must(b, tx.Use(dogpile.New(map[string]*region.Region{"default": r}, dogpile.WithDecodedCache(0))))
+	return tx
+}
+
 func BenchmarkFirstByPK(b *testing.B) {
 	db, _ := benchDB(b)
 	var want benchItem
@@ -98,6 +110,22 @@ func BenchmarkFirstByPK(b *testing.B) {
 		for b.Loop() {
 			var it benchItem
 			if err := db.Scopes(cached).First(&it, 500).Error; err != nil {
+				b.Fatal(err)
+			}
+		}
+		if q := db.Pool.Queries(); q != 0 {
+			b.Fatalf("%d queries reached the database during hits", q)
+		}
+	})
+	b.Run("fromcache-hit-decoding", func(b *testing.B) {
+		tx, cached := decodingDB(b, db), dogpile.FromCache("default")
+		var it benchItem
+		dbtest.Must(b, tx.Scopes(cached).First(&it, 500).Error)
+		db.Pool.Reset()
+		b.ReportAllocs()
+		for b.Loop() {
+			var it benchItem
+			if err := tx.Scopes(cached).First(&it, 500).Error; err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -146,6 +174,22 @@ func BenchmarkFind25(b *testing.B) {
 		for b.Loop() {
 			var items []benchItem
 			if err := query(db.Scopes(cached)).Find(&items).Error; err != nil {
+				b.Fatal(err)
+			}
+		}
+		if q := db.Pool.Queries(); q != 0 {
+			b.Fatalf("%d queries reached the database during hits", q)
+		}
+	})
+	b.Run("fromcache-hit-decoding", func(b *testing.B) {
+		tx, cached := decodingDB(b, db), dogpile.FromCache("default")
+		var items []benchItem
+		dbtest.Must(b, query(tx.Scopes(cached)).Find(&items).Error)
+		db.Pool.Reset()
+		b.ReportAllocs()
+		for b.Loop() {
+			var items []benchItem
+			if err := query(tx.Scopes(cached)).Find(&items).Error; err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -38,7 +38,8 @@ function median(list,    v, n, i, j, t) {
 	if (n % 2) return v[(n + 1) / 2]
 	return (v[n / 2] + v[n / 2 + 1]) / 2
 }
-# ratio(name, numerator, denominator, target, "min"|"max")
+# pair(label, numerator, denominator, target, kind): kind "min" or "max" sets
+# which side of the target passes; "info" pairs have no target.
 function pair(label, num, den, target, kind) {
 	labels[++npairs] = label; nums[npairs] = num; dens[npairs] = den
 	targets[npairs] = target; kinds[npairs] = kind
@@ -46,8 +47,12 @@ function pair(label, num, den, target, kind) {
 BEGIN {
 	pair("FirstByPK  uncached / hit", "FirstByPK/uncached", "FirstByPK/fromcache-hit", 3, "min")
 	pair("FirstByPK  hit / floor", "FirstByPK/fromcache-hit", "FirstByPK/floor-build-and-decode", 1.3, "max")
+	pair("FirstByPK  uncached / hit, decoding", "FirstByPK/uncached", "FirstByPK/fromcache-hit-decoding", 0, "info")
+	pair("FirstByPK  hit, decoding / floor", "FirstByPK/fromcache-hit-decoding", "FirstByPK/floor-build-and-decode", 0, "info")
 	pair("Find25     uncached / hit", "Find25/uncached", "Find25/fromcache-hit", 4, "min")
 	pair("Find25     hit / floor", "Find25/fromcache-hit", "Find25/floor-build-and-decode", 1.3, "max")
+	pair("Find25     uncached / hit, decoding", "Find25/uncached", "Find25/fromcache-hit-decoding", 0, "info")
+	pair("Find25     hit, decoding / floor", "Find25/fromcache-hit-decoding", "Find25/floor-build-and-decode", 0, "info")
 	pair("RcPreload  uncached / all hits (SQLite)", "RcPreload/Uncached", "RcPreload/AllHits", 5, "min")
 	pair("RcPreload  uncached / all hits (PostgreSQL)", "RcPreloadPostgres/Uncached", "RcPreloadPostgres/AllHits", 5, "min")
 }
@@ -74,6 +79,10 @@ END {
 				list = list " " sprintf("%.2f", at[nums[p], r] / at[dens[p], r])
 		if (list == "") continue
 		m = median(list)
+		if (kinds[p] == "info") {
+			printf "%-44s %8.2f %9s  %s\n", labels[p], m, "-", list
+			continue
+		}
 		ok = (kinds[p] == "min") ? (m >= targets[p]) : (m <= targets[p])
 		printf "%-44s %8.2f %7s%s  %s%s\n", labels[p], m, (kinds[p] == "min" ? ">=" : "<="), targets[p], list, (ok ? "" : "   (target missed)")
 	}
