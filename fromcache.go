@@ -277,23 +277,13 @@ func (l *queryLoader) Decode(key string, c region.Codec, payload []byte) error {
 	return nil
 }
 
-// Adopt fills the caller's destination with the answer a query made. The
-// caller whose query made it takes it as it is when it was encoded: the
-// other callers decode their own from the payload. An answer that could not
-// be encoded reaches every caller that waited for it, so each takes a deep
-// copy; a caller that cannot copy it runs its own query (the maker keeps the
-// original, which nobody else then reads).
+// Adopt fills the caller's destination with the answer a query made (see
+// queryResult.answerFor for which callers copy it).
 func (l *queryLoader) Adopt(_ string, v any, own bool) bool {
 	res := v.(*queryResult)
-	answer := res.fresh.Elem()
-	if !own || res.raw == nil {
-		c, ok := copyShared(answer)
-		switch {
-		case ok:
-			answer = c
-		case !own:
-			return false
-		}
+	answer, ok := res.answerFor(own)
+	if !ok {
+		return false
 	}
 	l.rowsAffected = res.rowsAffected
 	if t := l.destType; t == mapType || t == mapSliceType {

@@ -508,23 +508,14 @@ func (l *relLoader) Decode(k string, c region.Codec, payload []byte) error {
 	return nil
 }
 
-// Adopt takes one parent's children as Create made them; like
-// queryLoader.Adopt, a deep copy of them when they could not be encoded,
-// since every caller that waited for them is given the same ones.
+// Adopt takes one parent's children as Create made them (see
+// queryResult.answerFor for which callers copy them).
 func (l *relLoader) Adopt(k string, v any, own bool) bool {
-	res := v.(*queryResult)
-	children := res.fresh.Elem()
-	if !own || res.raw == nil {
-		c, ok := copyShared(children)
-		switch {
-		case ok:
-			children = c
-		case !own:
-			return false
-		}
+	children, ok := v.(*queryResult).answerFor(own)
+	if ok {
+		l.parts[k] = relPart{n: children.Len(), own: children}
 	}
-	l.parts[k] = relPart{n: children.Len(), own: children}
-	return true
+	return ok
 }
 
 // assemble puts every parent's children into the destination, parents in

@@ -51,6 +51,24 @@ type queryResult struct {
 // Payload implements region.Payloader.
 func (q *queryResult) Payload() ([]byte, bool) { return q.raw, q.raw != nil }
 
+// answerFor returns the answer for a caller adopting it (region.Loader's
+// Adopt), or false when that caller must run its own query. The caller whose
+// query made it takes it as it is when it was encoded: the others decode
+// their own from the payload. An answer that could not be encoded reaches
+// every caller that waited for it, so each takes a deep copy; when it cannot
+// be copied the others refuse it, and the maker keeps the original, which
+// nobody else then reads.
+func (q *queryResult) answerFor(own bool) (reflect.Value, bool) {
+	answer := q.fresh.Elem()
+	if own && q.raw != nil {
+		return answer, true
+	}
+	if c, ok := copyShared(answer); ok {
+		return c, true
+	}
+	return answer, own
+}
+
 var (
 	mapType      = reflect.TypeOf(map[string]any(nil))
 	mapSliceType = reflect.TypeOf([]map[string]any(nil))
