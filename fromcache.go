@@ -2,7 +2,6 @@ package dogpile
 
 import (
 	"context"
-	"fmt"
 	"reflect"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
 
+	"github.com/dogpile-go/dogpile/internal/answer"
 	"github.com/dogpile-go/dogpile/region"
 )
 
@@ -108,9 +108,9 @@ func (p *Plugin) query(db *gorm.DB) {
 		return
 	}
 	fc := c.Expression.(fromCacheExpr).fc
-	r := p.regions[fc.region]
-	if r == nil {
-		db.AddError(fmt.Errorf("%w %q", ErrUnknownRegion, fc.region))
+	r, err := p.regionFor(fc.region)
+	if err != nil {
+		db.AddError(err)
 		return
 	}
 	callbacks.BuildQuerySQL(db)
@@ -136,7 +136,7 @@ func (p *Plugin) query(db *gorm.DB) {
 		// never fill from its snapshot, which may predate the last commit.
 		var rows int64
 		found, _ := r.Peek(ctx, key, func(b []byte) (err error) {
-			rows, err = p.memo.decode(key, r.Codec(), b, dest)
+			rows, err = p.memo.Decode(key, r.Codec(), b, dest)
 			return err
 		}, opts...)
 		if !found {
@@ -199,7 +199,12 @@ func (fc *fromCache) callOptions(scan *scanned) []region.CallOption {
 	if fc.name != "" {
 		tags = append(append([]string(nil), tags...), keyTag(fc.name))
 	}
-	opts := []region.CallOption{region.WithTags(tags...)}
+	return fc.withExpiry(region.WithTags(tags...))
+}
+
+// withExpiry returns opts and the call options of the FromCache's
+// expiration settings.
+func (fc *fromCache) withExpiry(opts ...region.CallOption) []region.CallOption {
 	if fc.expirationSet {
 		opts = append(opts, region.ExpireAfter(fc.expiration))
 	}
@@ -223,7 +228,7 @@ type queryLoader struct {
 	destType reflect.Type
 
 	// Used only in the caller's goroutine.
-	memo         *decodedMemo
+	memo         *answer.Memo
 	key          [1]string     // the entry's key, as Load's key list
 	dest         reflect.Value // the caller's destination (addressable)
 	rowsAffected int64
@@ -236,40 +241,12 @@ func (l *queryLoader) Create(ctx context.Context, keys []string) (map[string]any
 	if err := runScan(ctx, tx, l.pool, l.sql, l.vars); err != nil {
 		return nil, err
 	}
-	res := &queryResult{fresh: fresh, rowsAffected: tx.RowsAffected}
-	res.raw = encodeResult(l.codec, fresh, tx.RowsAffected)
-	return map[string]any{keys[0]: res}, nil
-}
-
-// newScanner returns a *gorm.DB that gorm.Scan fills into fresh: stmt
-// lends it the fields GORM never writes after the query callback.
-func newScanner(ctx context.Context, config *gorm.Config, pool gorm.ConnPool, s *schema.Schema, stmt *gorm.Statement, fresh reflect.Value) *gorm.DB {
-	tx := &gorm.DB{Config: config}
-	tx.Statement = &gorm.Statement{
-		DB: tx, ConnPool: pool, Context: ctx, Schema: s, Table: stmt.Table,
-		ColumnMapping: stmt.ColumnMapping, Joins: stmt.Joins,
-		Dest: fresh.Interface(), ReflectValue: fresh.Elem(),
-	}
-	return tx
-}
-
-// runScan runs sql on pool and scans its rows with tx, as GORM's own query
-// handler does, leaving a not-found to the caller.
-func runScan(ctx context.Context, tx *gorm.DB, pool gorm.ConnPool, sql string, vars []any) error {
-	rows, err := pool.QueryContext(ctx, sql, vars...)
-	if err != nil {
-		return err
-	}
-	gorm.Scan(rows, tx, 0)
-	if err := rows.Close(); err != nil && tx.Error == nil {
-		return err
-	}
-	return tx.Error
+	return map[string]any{keys[0]: answer.NewResult(l.codec, fresh, tx.RowsAffected)}, nil
 }
 
 // Decode fills the caller's destination from a cached answer.
 func (l *queryLoader) Decode(key string, c region.Codec, payload []byte) error {
-	rows, err := l.memo.decode(key, c, payload, l.dest)
+	rows, err := l.memo.Decode(key, c, payload, l.dest)
 	if err != nil {
 		return err
 	}
@@ -277,19 +254,13 @@ func (l *queryLoader) Decode(key string, c region.Codec, payload []byte) error {
 	return nil
 }
 
-// Adopt fills the caller's destination with the answer a query made (see
-// queryResult.answerFor for which callers copy it).
+// Adopt fills the caller's destination with the answer a query made
+// (answer.Result.For says which callers copy it).
 func (l *queryLoader) Adopt(_ string, v any, own bool) bool {
-	res := v.(*queryResult)
-	answer, ok := res.answerFor(own)
-	if !ok {
+	res := v.(*answer.Result)
+	if !res.Fill(l.dest, own) {
 		return false
 	}
-	l.rowsAffected = res.rowsAffected
-	if t := l.destType; t == mapType || t == mapSliceType {
-		_ = mergeMaps(l.dest, rowsOf(answer))
-		return true
-	}
-	l.dest.Set(answer)
+	l.rowsAffected = res.Rows()
 	return true
 }

@@ -3,8 +3,7 @@ package dogpile
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
+	"slices"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -27,33 +26,6 @@ import (
 // from the SQL text for Exec and Raw(…).Scan. A statement whose effect cannot
 // be read (DDL, CALL, DO…) invalidates every table. Every write also
 // invalidates anyTable, on which queries with unknown tables depend.
-
-// anyTable is the tag of queries whose tables are not known.
-const anyTable = "*"
-
-// keyTag is the tag of entries made WithKey(name).
-func keyTag(name string) string { return "key:" + name }
-
-// normTable lower-cases a table name and drops quotes and schema.
-func normTable(t string) string {
-	t = strings.TrimSpace(t)
-	if i := strings.IndexAny(t, " \t"); i >= 0 { // "users u"
-		t = t[:i]
-	}
-	if i := strings.LastIndexByte(t, '.'); i >= 0 {
-		t = t[i+1:]
-	}
-	return strings.ToLower(strings.Trim(t, "\"`[]"))
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
 
 // invalidation is a set of tags to invalidate in one region, or in all
 // regions when region is "". all invalidates the whole region: for
@@ -178,7 +150,7 @@ func (p *Plugin) apply(ctx context.Context, invs []invalidation, ph phase) {
 			}
 			all = all || inv.all
 			for _, t := range inv.tags {
-				if !contains(tags, t) {
+				if !slices.Contains(tags, t) {
 					tags = append(tags, t)
 				}
 			}
@@ -240,8 +212,8 @@ func InvalidateKey(tx *gorm.DB, regionName, name string) error {
 	if err != nil {
 		return err
 	}
-	if p.regions[regionName] == nil {
-		return fmt.Errorf("%w %q", ErrUnknownRegion, regionName)
+	if _, err := p.regionFor(regionName); err != nil {
+		return err
 	}
 	p.invalidate(tx, invalidation{region: regionName, tags: []string{keyTag(name)}})
 	return nil

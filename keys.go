@@ -16,7 +16,8 @@ import (
 	"gorm.io/gorm/schema"
 )
 
-// Key derivation. A FromCache entry's key is the SHA-256 of everything that
+// Key derivation: every key format of the plugin is written here. A
+// FromCache entry's key is the SHA-256 of everything that
 // decides its answer, each part tagged with its kind and length so that no
 // two different inputs can run together:
 //
@@ -33,6 +34,11 @@ import (
 // The parts that do not change between executions of one query (all but the
 // bind values) are hashed once into the query's shape; the key is the hash of
 // the shape and the bind values.
+//
+// A RelationshipCache entry's key is the hash of its shape (the same parts,
+// with the preload path and the bind values of the preload's conditions in
+// place of the WithKey name, and the parent keys left out of the SQL) and of
+// its own parent's key value(s).
 const keyVersion = "dogpile-key-2"
 
 // keyBuffers recycles the buffer a key is hashed from.
@@ -41,19 +47,11 @@ var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &
 func (p *Plugin) cacheKey(db *gorm.DB, fc *fromCache, sc *scanned, sql string, vars []any) string {
 	shape := p.shapeOf(db, fc, sc, sql)
 	bp := keyBuffers.Get().(*[]byte)
-	b := append((*bp)[:0], shape[:]...)
-	b = append(b, 'V')
-	b = binary.AppendUvarint(b, uint64(len(vars)))
-	for _, v := range vars {
-		b = appendValue(b, v)
-	}
+	b := appendValues(append((*bp)[:0], shape[:]...), vars)
 	sum := sha256.Sum256(b)
 	*bp = b
 	keyBuffers.Put(bp)
-	var out [2 + 43]byte
-	out[0], out[1] = 'q', ':'
-	base64.RawURLEncoding.Encode(out[2:], sum[:])
-	return string(out[:])
+	return entryKey('q', sum)
 }
 
 // shapeKey identifies a query's shape: everything in its key but the bind
@@ -68,31 +66,22 @@ type shapeKey struct {
 }
 
 // shapeOf returns the hash of the query's shape, computed once.
-func (p *Plugin) shapeOf(db *gorm.DB, fc *fromCache, sc *scanned, sql string) [32]byte {
+func (p *Plugin) shapeOf(db *gorm.DB, fc *fromCache, sc *scanned, sql string) [sha256.Size]byte {
 	k := shapeKey{sc, fc.region, fc.name, db.Dialector.Name(), db.Statement.ReflectValue.Type(), db.Statement.Schema}
 	// Most SQL texts are run with one shape: remember the last one on the
 	// scanned text itself, before the shared map.
 	if m := sc.lastShape.Load(); m != nil && m.key == k {
 		return m.sum
 	}
-	if v, ok := p.shapes.m.Load(k); ok {
-		sum := v.([32]byte)
+	if sum, ok := p.shapes.load(k); ok {
 		sc.lastShape.Store(&shapeMemo{k, sum})
 		return sum
 	}
-	var b []byte
-	b = appendPart(b, 'K', keyVersion)
-	b = appendPart(b, 'R', fc.region)
-	b = appendPart(b, 'D', k.dialect)
-	b = appendPart(b, 'S', sql)
-	b = appendPart(b, 'T', fingerprint(k.dest, k.schema))
-	b = appendPart(b, 'N', fc.name)
-	sum := sha256.Sum256(b)
-	if p.shapes.n.Load() < maxScans {
-		if _, loaded := p.shapes.m.LoadOrStore(k, sum); !loaded {
-			p.shapes.n.Add(1)
-		}
-	}
+	sum := shapeParts{
+		region: fc.region, dialect: k.dialect, sql: sql,
+		fingerprint: fingerprint(k.dest, k.schema), name: fc.name,
+	}.digest()
+	p.shapes.store(k, sum)
 	sc.lastShape.Store(&shapeMemo{k, sum})
 	return sum
 }
@@ -100,13 +89,81 @@ func (p *Plugin) shapeOf(db *gorm.DB, fc *fromCache, sc *scanned, sql string) [3
 // shapeMemo is a query shape's hash, remembered on its scanned SQL.
 type shapeMemo struct {
 	key shapeKey
-	sum [32]byte
+	sum [sha256.Size]byte
+}
+
+// shapeParts is everything in a key but one execution's bind values, in the
+// order it is hashed. A RelationshipCache shape (path set) also holds its
+// preload path and the bind values of its conditions; a FromCache shape
+// holds its WithKey name.
+type shapeParts struct {
+	region, dialect string
+	path            string // RelationshipCache: the preload path and phase
+	sql             string
+	vars            []any // RelationshipCache: the conditions' bind values
+	fingerprint     string
+	name            string // FromCache: the WithKey name
+}
+
+// digest hashes the shape, each part tagged with its kind and length.
+func (s shapeParts) digest() [sha256.Size]byte {
+	rel := s.path != ""
+	version := keyVersion
+	if rel {
+		version += "-rel"
+	}
+	b := appendPart(nil, 'K', version)
+	b = appendPart(b, 'R', s.region)
+	b = appendPart(b, 'D', s.dialect)
+	if rel {
+		b = appendPart(b, 'P', s.path)
+	}
+	b = appendPart(b, 'S', s.sql)
+	if rel {
+		b = appendValues(b, s.vars)
+	}
+	b = appendPart(b, 'T', s.fingerprint)
+	if !rel {
+		b = appendPart(b, 'N', s.name)
+	}
+	return sha256.Sum256(b)
+}
+
+// entryKey renders an entry's digest as its cache key: its kind ('q' for
+// FromCache, 'r' for RelationshipCache), ':' and the digest in unpadded
+// base64.
+func entryKey(kind byte, sum [sha256.Size]byte) string {
+	var k [2 + 43]byte
+	k[0], k[1] = kind, ':'
+	base64.RawURLEncoding.Encode(k[2:], sum[:])
+	return string(k[:])
+}
+
+// parentKey returns the key of one parent's RelationshipCache entry: the
+// shape's digest hashed with the parent's key value(s). buf is scratch
+// space, returned for the next call.
+func parentKey(buf []byte, shape [sha256.Size]byte, parts []any) (string, []byte) {
+	buf = append(buf[:0], shape[:]...)
+	for _, x := range parts {
+		buf = appendValue(buf, x)
+	}
+	return entryKey('r', sha256.Sum256(buf)), buf
 }
 
 func appendPart(b []byte, tag byte, s string) []byte {
 	b = append(b, tag)
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
+}
+
+// appendValues appends bind values: 'V', how many, and each with its type.
+func appendValues(b []byte, vars []any) []byte {
+	b = append(b, 'V')
+	b = binary.AppendUvarint(b, uint64(len(vars)))
+	for _, v := range vars {
+		b = appendValue(b, v)
+	}
+	return b
 }
 
 // appendValue appends a bind value with its type.

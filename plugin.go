@@ -27,25 +27,35 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"sync/atomic"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
 
+	"github.com/dogpile-go/dogpile/internal/answer"
 	"github.com/dogpile-go/dogpile/region"
 )
 
 // Plugin is the GORM plugin; register it with db.Use(dogpile.New(regions)).
+// A Plugin serves one *gorm.DB (and the sessions and transactions made from
+// it); registering it on a second one is an error: make one for each.
 type Plugin struct {
 	// Set by New; read-only afterwards.
-	regions       map[string]*region.Region
-	regionList    []*region.Region // sorted by name, for deterministic invalidation order
-	queryHandle   func(*gorm.DB)   // GORM's own gorm:query, saved by Initialize
-	preloadHandle func(*gorm.DB)   // GORM's own gorm:preload, saved by Initialize
+	regions    map[string]*region.Region
+	regionList []*region.Region // sorted by name, for deterministic invalidation order
+	memo       *answer.Memo     // answers decoded from the regions; nil: disabled
 
-	scans  scanCache    // SQL text → what it reads and writes
-	shapes scanCache    // shapeKey → the hash of a query's shape (keys.go)
-	memo   *decodedMemo // answers decoded from the regions (memo.go); nil: disabled
+	// Set once by Initialize, under initMu, before any callback of the
+	// plugin can run; read-only afterwards.
+	initMu        sync.Mutex
+	initialized   bool           // guarded by initMu
+	queryHandle   func(*gorm.DB) // GORM's own gorm:query
+	preloadHandle func(*gorm.DB) // GORM's own gorm:preload
+
+	// Safe for concurrent use.
+	scans  scanCache  // SQL text → what it reads and writes (scan.go)
+	shapes shapeCache // shapeKey → the hash of a query's shape (keys.go)
 
 	// relPreloads counts the statements whose preloads RelationshipCache
 	// applies to, while those run: when none do, no query is one of their
@@ -61,7 +71,14 @@ var (
 	// ErrUnknownRegion is added to a query whose FromCache names a region
 	// the plugin was not given.
 	ErrUnknownRegion = errors.New("dogpile: unknown region")
+	// ErrAlreadyInitialized is returned by Initialize (and so by db.Use)
+	// for a plugin already registered on another *gorm.DB.
+	ErrAlreadyInitialized = errors.New("dogpile: plugin already registered on a *gorm.DB; make one with New for each")
 )
+
+// DefaultDecodedCacheBytes is the bound of the decoded-answer memo of a
+// plugin made without WithDecodedCache.
+const DefaultDecodedCacheBytes = 32 << 20
 
 // PluginOption configures a Plugin.
 type PluginOption func(*pluginConfig)
@@ -85,7 +102,7 @@ func New(regions map[string]*region.Region, opts ...PluginOption) *Plugin {
 	for _, o := range opts {
 		o(&c)
 	}
-	p := &Plugin{regions: make(map[string]*region.Region, len(regions)), memo: newDecodedMemo(c.decodedBytes)}
+	p := &Plugin{regions: make(map[string]*region.Region, len(regions)), memo: answer.NewMemo(c.decodedBytes)}
 	names := make([]string, 0, len(regions))
 	for name, r := range regions {
 		p.regions[name] = r
@@ -104,10 +121,26 @@ func (p *Plugin) Name() string { return PluginName }
 // Region returns the region registered under name, or nil.
 func (p *Plugin) Region(name string) *region.Region { return p.regions[name] }
 
+// regionFor returns the region registered under name, or an error that
+// wraps ErrUnknownRegion.
+func (p *Plugin) regionFor(name string) (*region.Region, error) {
+	if r := p.regions[name]; r != nil {
+		return r, nil
+	}
+	return nil, fmt.Errorf("%w %q", ErrUnknownRegion, name)
+}
+
 // Initialize implements gorm.Plugin: it wraps the connection pool so that
 // commits apply their invalidations before they return, and registers the
-// callbacks of the query and write chains.
+// callbacks of the query and write chains. It returns ErrAlreadyInitialized
+// when the plugin is already registered on a *gorm.DB.
 func (p *Plugin) Initialize(db *gorm.DB) error {
+	p.initMu.Lock()
+	defer p.initMu.Unlock()
+	if p.initialized {
+		return ErrAlreadyInitialized
+	}
+	p.initialized = true
 	if _, ok := db.ConnPool.(*pool); !ok {
 		wrapped := &pool{ConnPool: db.ConnPool, plugin: p}
 		db.ConnPool = wrapped

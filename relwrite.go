@@ -2,6 +2,7 @@ package dogpile
 
 import (
 	"reflect"
+	"slices"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -9,7 +10,7 @@ import (
 )
 
 // The write side of RelationshipCache. Entries of preloaded associations
-// depend on their parent's rows (row tags, see relationcache.go) and on the
+// depend on their parent's rows (row tags, see tags.go) and on the
 // child table's coarse tag. A write through a model bumps the row tags of
 // the key values of the rows it writes, before and after the write (old
 // values are read back by primary key before an update or delete; new ones
@@ -38,15 +39,9 @@ type newValuesKey struct{ stmt *gorm.Statement }
 func keyColumns(s *schema.Schema) []*schema.Field {
 	var out []*schema.Field
 	add := func(f *schema.Field) {
-		if f == nil || f.Schema != s || f.DBName == "" {
-			return
+		if f != nil && f.Schema == s && f.DBName != "" && !slices.Contains(out, f) {
+			out = append(out, f)
 		}
-		for _, x := range out {
-			if x == f {
-				return
-			}
-		}
-		out = append(out, f)
 	}
 	for _, f := range s.PrimaryFields {
 		add(f)
@@ -71,11 +66,7 @@ func keyColumns(s *schema.Schema) []*schema.Field {
 func preciseColumns(s *schema.Schema, cols []string) bool {
 	keys := keyColumns(s)
 	for _, c := range cols {
-		ok := false
-		for _, f := range keys {
-			ok = ok || f.DBName == c
-		}
-		if !ok {
+		if !slices.ContainsFunc(keys, func(f *schema.Field) bool { return f.DBName == c }) {
 			return false
 		}
 	}
@@ -100,19 +91,25 @@ func rowTagsOf(db *gorm.DB, s *schema.Schema, v reflect.Value, keys []*schema.Fi
 		}
 		return len(tags) <= maxRowTags
 	}
+	if !eachRow(v, each) {
+		return nil, false
+	}
+	return tags, true
+}
+
+// eachRow calls f with each row of v, a struct or a slice or array of them,
+// until f returns false, and reports whether every call returned true.
+func eachRow(v reflect.Value, f func(row reflect.Value) bool) bool {
 	switch v.Kind() {
 	case reflect.Slice, reflect.Array:
 		for i := 0; i < v.Len(); i++ {
-			if !each(v.Index(i)) {
-				return nil, false
+			if !f(v.Index(i)) {
+				return false
 			}
 		}
-	default:
-		if !each(v) {
-			return nil, false
-		}
+		return true
 	}
-	return tags, true
+	return f(v)
 }
 
 // primaryKeys returns the primary key values of the rows in v, or nil when
@@ -135,17 +132,8 @@ func primaryKeys(db *gorm.DB, s *schema.Schema, v reflect.Value) []any {
 		out = append(out, val)
 		return true
 	}
-	switch v.Kind() {
-	case reflect.Slice, reflect.Array:
-		for i := 0; i < v.Len(); i++ {
-			if !each(v.Index(i)) {
-				return nil
-			}
-		}
-	default:
-		if !each(v) {
-			return nil
-		}
+	if !eachRow(v, each) {
+		return nil
 	}
 	if len(out) == 0 || len(out) > maxRowTags {
 		return nil

@@ -1,4 +1,4 @@
-package dogpile
+package answer
 
 import (
 	"bytes"
@@ -10,11 +10,7 @@ import (
 	"github.com/dogpile-go/dogpile/region"
 )
 
-// DefaultDecodedCacheBytes is the bound of the decoded-answer memo of a
-// plugin made without WithDecodedCache.
-const DefaultDecodedCacheBytes = 32 << 20
-
-// decodedMemo remembers, per cache key, the last answer decoded from a
+// Memo remembers, per cache key, the last answer decoded from a
 // region, with the exact bytes it came from. A hit whose bytes are the same
 // is served by copying the remembered value instead of decoding them again:
 // the region is still read on every hit (the entry's expiry and table
@@ -27,7 +23,7 @@ const DefaultDecodedCacheBytes = 32 << 20
 // type). Remembered values are never handed out; callers get deep copies
 // (deepcopy.go), so nothing a caller or a hook does to its answer reaches
 // another caller.
-type decodedMemo struct {
+type Memo struct {
 	cache *otter.Cache[string, *memoEntry] // safe for concurrent use; entries are immutable
 }
 
@@ -141,11 +137,14 @@ func (e *memoEntry) fill(dst, arr reflect.Value) {
 // values.
 const memoOverhead = 128
 
-func newDecodedMemo(maxBytes int64) *decodedMemo {
+// NewMemo returns a memo that holds at most about maxBytes of remembered
+// answers, or nil (a memo that always decodes) when maxBytes is not
+// positive.
+func NewMemo(maxBytes int64) *Memo {
 	if maxBytes <= 0 {
 		return nil
 	}
-	return &decodedMemo{cache: otter.Must(&otter.Options[string, *memoEntry]{
+	return &Memo{cache: otter.Must(&otter.Options[string, *memoEntry]{
 		MaximumWeight: uint64(maxBytes),
 		Executor:      func(fn func()) { fn() }, // as backends/memory: no goroutine per drain
 		Weigher: func(k string, e *memoEntry) uint32 {
@@ -158,10 +157,10 @@ func newDecodedMemo(maxBytes int64) *decodedMemo {
 	})}
 }
 
-// decode fills dest (addressable) from the answer b stored under key, as
-// decodeResult does, copying a remembered value when b is what it came from.
-// A nil memo always decodes.
-func (m *decodedMemo) decode(key string, c region.Codec, b []byte, dest reflect.Value) (int64, error) {
+// Decode fills dest (addressable) from the answer b stored under key, and
+// returns its RowsAffected, copying a remembered value when b is what it
+// came from. A nil memo always decodes. On an error dest is left zeroed.
+func (m *Memo) Decode(key string, c region.Codec, b []byte, dest reflect.Value) (int64, error) {
 	if e := m.lookup(key, b, dest.Type()); e != nil {
 		e.copyTo(dest)
 		return e.rows, nil
@@ -173,9 +172,63 @@ func (m *decodedMemo) decode(key string, c region.Codec, b []byte, dest reflect.
 	return rows, err
 }
 
+// DecodeSlice reads the answer b stored under key, a slice of type t, to be
+// copied later into a window of a larger destination (Slice.CopyTo): a
+// remembered answer is taken as it is, and copied only then.
+func (m *Memo) DecodeSlice(key string, c region.Codec, b []byte, t reflect.Type) (Slice, error) {
+	if e := m.lookup(key, b, t); e != nil {
+		return Slice{n: e.val.Len(), memo: e}, nil
+	}
+	part := reflect.New(t).Elem()
+	rows, err := decodeResult(c, b, part)
+	if err != nil {
+		return Slice{}, err
+	}
+	m.remember(key, b, part, rows)
+	return Slice{n: part.Len(), own: part}, nil
+}
+
+// Slice is one slice answer on its way into a window of a larger
+// destination: the per-parent children of a preload, which are put side by
+// side in one slice. It is either the caller's own value or a remembered
+// one, which CopyTo copies.
+type Slice struct {
+	n    int           // how many elements
+	own  reflect.Value // the caller's own slice, or
+	memo *memoEntry    // what the memo remembers
+}
+
+// Len returns how many elements the answer has.
+func (s Slice) Len() int { return s.n }
+
+// CopyTo sets the elements of dst, a window of the destination of the
+// answer's type and length, to those of the answer. For a []*T, arr is the
+// window of the same length of a []T that the copies are made in (so that
+// the pointers point into one array), or the zero Value for a []T.
+func (s Slice) CopyTo(dst, arr reflect.Value) {
+	switch {
+	case s.memo != nil:
+		s.memo.fill(dst, arr)
+	case arr.IsValid():
+		for i := range s.n {
+			if p := s.own.Index(i); !p.IsNil() {
+				arr.Index(i).Set(p.Elem())
+			}
+		}
+		pointInto(dst, arr)
+		for i := range s.n {
+			if s.own.Index(i).IsNil() { // never from a scan; kept as it was
+				dst.Index(i).SetZero()
+			}
+		}
+	default:
+		reflect.Copy(dst, s.own)
+	}
+}
+
 // lookup returns the entry remembered for key when it was decoded from
 // exactly b into a t, or nil.
-func (m *decodedMemo) lookup(key string, b []byte, t reflect.Type) *memoEntry {
+func (m *Memo) lookup(key string, b []byte, t reflect.Type) *memoEntry {
 	if m == nil {
 		return nil
 	}
@@ -189,7 +242,7 @@ func (m *decodedMemo) lookup(key string, b []byte, t reflect.Type) *memoEntry {
 // remember keeps a copy of v, just decoded from b, for key. Only answers in
 // the compact format are kept: it does not depend on the region's codec, so
 // equal bytes always decode to equal values.
-func (m *decodedMemo) remember(key string, b []byte, v reflect.Value, rows int64) {
+func (m *Memo) remember(key string, b []byte, v reflect.Value, rows int64) {
 	if m == nil || !isCompact(b) {
 		return
 	}

@@ -1,4 +1,4 @@
-package dogpile
+package answer
 
 import (
 	"database/sql"
@@ -125,7 +125,7 @@ func TestMemoCopiesShareNothingConcurrently(t *testing.T) {
 				return d
 			}
 			want := fresh()
-			m := newDecodedMemo(1 << 20)
+			m := NewMemo(1 << 20)
 			key := fmt.Sprint(vi)
 			var wg sync.WaitGroup
 			for g := range 6 {
@@ -134,7 +134,7 @@ func TestMemoCopiesShareNothingConcurrently(t *testing.T) {
 					defer wg.Done()
 					for i := range 30 {
 						d := reflect.New(typ).Elem()
-						if _, err := m.decode(key, c, b, d); err != nil {
+						if _, err := m.Decode(key, c, b, d); err != nil {
 							t.Error(err)
 							return
 						}
@@ -153,3 +153,5 @@ func TestMemoCopiesShareNothingConcurrently(t *testing.T) {
 		})
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -1,17 +1,16 @@
-package dogpile
+package answer
 
 import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"reflect"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/dogpile-go/dogpile/internal/mpack"
 	"github.com/dogpile-go/dogpile/region"
 )
 
@@ -40,25 +39,41 @@ const (
 
 var errResultFormat = errors.New("dogpile: cached answer of another format")
 
-// queryResult is what a FromCache query's creator makes: the answer itself,
-// for its own caller, and its encoding, for everyone else.
-type queryResult struct {
-	fresh        reflect.Value // pointer to the value the query scanned
-	rowsAffected int64
-	raw          []byte // nil when the answer cannot be encoded faithfully
+// Result is what a creator makes: the answer itself, for the caller whose
+// query made it, and its encoding, for everyone else. It implements
+// region.Payloader, so the region stores the encoding as it is.
+type Result struct {
+	fresh reflect.Value // pointer to the value the query scanned
+	rows  int64         // the query's RowsAffected
+	raw   []byte        // the encoding; nil when it cannot be restored value for value
 }
 
-// Payload implements region.Payloader.
-func (q *queryResult) Payload() ([]byte, bool) { return q.raw, q.raw != nil }
+// NewResult encodes the answer fresh (a pointer to what the query scanned,
+// which nobody writes afterwards) with codec c.
+func NewResult(c region.Codec, fresh reflect.Value, rows int64) *Result {
+	return &Result{fresh: fresh, rows: rows, raw: encodeResult(c, fresh, rows)}
+}
 
-// answerFor returns the answer for a caller adopting it (region.Loader's
-// Adopt), or false when that caller must run its own query. The caller whose
-// query made it takes it as it is when it was encoded: the others decode
-// their own from the payload. An answer that could not be encoded reaches
-// every caller that waited for it, so each takes a deep copy; when it cannot
-// be copied the others refuse it, and the maker keeps the original, which
-// nobody else then reads.
-func (q *queryResult) answerFor(own bool) (reflect.Value, bool) {
+// Payload implements region.Payloader: ok is false for an answer that
+// cannot be stored.
+func (q *Result) Payload() ([]byte, bool) { return q.raw, q.raw != nil }
+
+// Rows returns the answer's RowsAffected.
+func (q *Result) Rows() int64 { return q.rows }
+
+// For returns the answer for one of the callers the region hands it to
+// (region.Loader's Adopt), or false when that caller must run its own
+// query. This is the one rule of who gets which copy:
+//
+//   - the caller whose own query made an answer that could be encoded takes
+//     it as it is: the others decode their own from the payload, so nobody
+//     else ever reads it;
+//   - an answer that could not be encoded reaches every caller that waited
+//     for it, so each takes a deep copy;
+//   - when such an answer cannot be copied either, the other callers refuse
+//     it (and run their own query), and its maker keeps the original, which
+//     nobody else then reads.
+func (q *Result) For(own bool) (reflect.Value, bool) {
 	answer := q.fresh.Elem()
 	if own && q.raw != nil {
 		return answer, true
@@ -67,6 +82,32 @@ func (q *queryResult) answerFor(own bool) (reflect.Value, bool) {
 		return c, true
 	}
 	return answer, own
+}
+
+// Fill sets dest (addressable, of the answer's type) to the answer as For
+// gives it to this caller, and reports whether it did. Rows scanned into a
+// map or []map destination are merged into it as GORM's scan does.
+func (q *Result) Fill(dest reflect.Value, own bool) bool {
+	answer, ok := q.For(own)
+	if !ok {
+		return false
+	}
+	if t := dest.Type(); t == mapType || t == mapSliceType {
+		_ = mergeMaps(dest, rowsOf(answer))
+		return true
+	}
+	dest.Set(answer)
+	return true
+}
+
+// Slice returns the answer, a slice, as For gives it to this caller, ready
+// to be copied into a window of a larger destination.
+func (q *Result) Slice(own bool) (Slice, bool) {
+	v, ok := q.For(own)
+	if !ok {
+		return Slice{}, false
+	}
+	return Slice{n: v.Len(), own: v}, true
 }
 
 var (
@@ -140,26 +181,12 @@ func compactMarshal(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// compactDecoder is a pooled msgpack decoder with its reader.
-type compactDecoder struct {
-	r bytes.Reader
-	d *msgpack.Decoder
-}
-
-var compactDecoders = sync.Pool{New: func() any { return &compactDecoder{d: msgpack.NewDecoder(nil)} }}
-
 // compactUnmarshal decodes what compactMarshal wrote into v.
 func compactUnmarshal(b []byte, v any) error {
-	cd := compactDecoders.Get().(*compactDecoder)
-	cd.r.Reset(b)
-	cd.d.Reset(&cd.r)
-	err := cd.d.Decode(v)
-	if err == nil && cd.r.Len() != 0 {
+	unread, err := mpack.Decode(b, v, false)
+	if err == nil && unread != 0 {
 		err = errResultFormat
 	}
-	cd.r.Reset(nil)
-	cd.d.Reset(nil)
-	compactDecoders.Put(cd)
 	return err
 }
 
@@ -288,167 +315,4 @@ func buildTimeWalker(t reflect.Type, building map[reflect.Type]*timeWalker) time
 	}
 	*slot = w
 	return w
-}
-
-// typedValue keeps a map value's Go type across the codec, which on its own
-// decodes every integer of an interface as int64 and every time as Local.
-type typedValue struct {
-	T string
-	V any
-}
-
-func encodeTypedMaps(c region.Codec, v reflect.Value) ([]byte, error) {
-	rows := rowsOf(v)
-	out := make([]map[string]typedValue, len(rows))
-	for i, row := range rows {
-		m := make(map[string]typedValue, len(row))
-		for k, x := range row {
-			tv, err := toTyped(x)
-			if err != nil {
-				return nil, err
-			}
-			m[k] = tv
-		}
-		out[i] = m
-	}
-	isNil := v.IsNil()
-	return c.Marshal(struct {
-		Nil  bool
-		Rows []map[string]typedValue
-	}{isNil, out})
-}
-
-func decodeTypedMaps(c region.Codec, b []byte, dest reflect.Value) error {
-	var in struct {
-		Nil  bool
-		Rows []map[string]typedValue
-	}
-	if err := c.Unmarshal(b, &in); err != nil {
-		return err
-	}
-	rows := make([]map[string]any, len(in.Rows))
-	for i, r := range in.Rows {
-		m := make(map[string]any, len(r))
-		for k, tv := range r {
-			x, err := fromTyped(tv)
-			if err != nil {
-				return err
-			}
-			m[k] = x
-		}
-		rows[i] = m
-	}
-	return mergeMaps(dest, rows)
-}
-
-// mergeMaps fills a map or []map destination as GORM's scan does: a map
-// receives the first row's columns over the keys it already has (and is made
-// only when there is a row); a []map has the rows appended.
-func mergeMaps(dest reflect.Value, rows []map[string]any) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	if dest.Type() == mapSliceType {
-		dest.Set(reflect.AppendSlice(dest, reflect.ValueOf(rows)))
-		return nil
-	}
-	if dest.IsNil() {
-		if !dest.CanSet() {
-			return errors.New("dogpile: cannot fill a nil map passed by value")
-		}
-		dest.Set(reflect.MakeMap(mapType))
-	}
-	m := dest.Interface().(map[string]any)
-	for k, x := range rows[0] {
-		m[k] = x
-	}
-	return nil
-}
-
-// rowsOf returns the rows of a map or []map value.
-func rowsOf(v reflect.Value) []map[string]any {
-	if v.Type() == mapType {
-		if v.IsNil() {
-			return nil
-		}
-		return []map[string]any{v.Interface().(map[string]any)}
-	}
-	return v.Interface().([]map[string]any)
-}
-
-var errUntyped = errors.New("dogpile: value of a type the cache does not restore")
-
-func toTyped(x any) (typedValue, error) {
-	if rv := reflect.ValueOf(x); rv.Kind() == reflect.Pointer && !rv.IsNil() {
-		// GORM scans model columns of pointer type into maps as pointers.
-		tv, err := toTyped(rv.Elem().Interface())
-		tv.T = "*" + tv.T
-		return tv, err
-	}
-	switch v := x.(type) {
-	case nil:
-		return typedValue{T: "nil"}, nil
-	case int64, int32, int16, int8, int, uint64, uint32, uint16, uint8, uint, float64, float32, bool, string, []byte:
-		return typedValue{T: reflect.TypeOf(x).String(), V: x}, nil
-	case time.Time:
-		switch v.Location() {
-		case time.UTC:
-			return typedValue{T: "time.UTC", V: v}, nil
-		case time.Local:
-			return typedValue{T: "time.Local", V: v}, nil
-		}
-	}
-	return typedValue{}, fmt.Errorf("%w: %T", errUntyped, x)
-}
-
-// typedKinds are the Go types a typedValue restores by conversion.
-var typedKinds = func() map[string]reflect.Type {
-	m := map[string]reflect.Type{}
-	for _, v := range []any{int64(0), int32(0), int16(0), int8(0), 0, uint64(0), uint32(0), uint16(0), uint8(0), uint(0), float64(0), float32(0), false, ""} {
-		t := reflect.TypeOf(v)
-		m[t.String()] = t
-	}
-	return m
-}()
-
-func fromTyped(tv typedValue) (any, error) {
-	if elem, ok := strings.CutPrefix(tv.T, "*"); ok {
-		x, err := fromTyped(typedValue{T: elem, V: tv.V})
-		if err != nil || x == nil {
-			return nil, err
-		}
-		p := reflect.New(reflect.TypeOf(x))
-		p.Elem().Set(reflect.ValueOf(x))
-		return p.Interface(), nil
-	}
-	v := reflect.ValueOf(tv.V)
-	switch tv.T {
-	case "nil":
-		return nil, nil
-	case "[]uint8":
-		switch b := tv.V.(type) {
-		case []byte:
-			return b, nil
-		case string:
-			return []byte(b), nil
-		}
-	case "time.UTC", "time.Local":
-		t, ok := tv.V.(time.Time)
-		if s, isText := tv.V.(string); isText {
-			p, err := time.Parse(time.RFC3339Nano, s)
-			t, ok = p, err == nil
-		}
-		if ok && tv.T == "time.UTC" {
-			return t.UTC(), nil
-		} else if ok {
-			return t.Local(), nil
-		}
-	default:
-		// Numbers come back as whatever width the codec chose: convert
-		// them, and bools and strings, to the type they were.
-		if t, ok := typedKinds[tv.T]; ok && v.IsValid() && v.CanConvert(t) && (v.Kind() == reflect.String) == (t.Kind() == reflect.String) {
-			return v.Convert(t).Interface(), nil
-		}
-	}
-	return nil, fmt.Errorf("%w: %s from %T", errUntyped, tv.T, tv.V)
 }

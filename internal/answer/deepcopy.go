@@ -1,6 +1,7 @@
-package dogpile
+package answer
 
 import (
+	"fmt"
 	"reflect"
 	"sync"
 	"unsafe"
@@ -174,8 +175,13 @@ func refSize(v reflect.Value) int {
 
 // pointInto sets ptrs[i] = &arr[i] for every i; ptrs is a []*T and arr a
 // []T of the same length. It writes the pointers directly: through reflect
-// each would take three calls.
+// each would take three calls. It checks both, since a mistake would write
+// pointers of the wrong type or past the end of ptrs.
 func pointInto(ptrs, arr reflect.Value) {
+	if ptrs.Kind() != reflect.Slice || arr.Kind() != reflect.Slice ||
+		ptrs.Type().Elem() != reflect.PointerTo(arr.Type().Elem()) || ptrs.Len() != arr.Len() {
+		panic(fmt.Sprintf("answer: pointInto(%s of %d, %s of %d)", ptrs.Type(), ptrs.Len(), arr.Type(), arr.Len()))
+	}
 	n := ptrs.Len()
 	if n == 0 {
 		return

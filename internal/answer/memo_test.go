@@ -1,4 +1,4 @@
-package dogpile
+package answer
 
 import (
 	"reflect"
@@ -97,12 +97,12 @@ func TestMemoServesOnlyTheSameBytes(t *testing.T) {
 		v.Elem().Set(reflect.ValueOf(rows))
 		return encodeResult(region.MsgpackCodec{}, v, int64(len(rows)))
 	}
-	m := newDecodedMemo(1 << 20)
+	m := NewMemo(1 << 20)
 	c := region.MsgpackCodec{}
 	decode := func(b []byte) []row {
 		t.Helper()
 		var out []row
-		if _, err := m.decode("k", c, b, reflect.ValueOf(&out).Elem()); err != nil {
+		if _, err := m.Decode("k", c, b, reflect.ValueOf(&out).Elem()); err != nil {
 			t.Fatal(err)
 		}
 		return out
@@ -128,25 +128,25 @@ func TestMemoServesOnlyTheSameBytes(t *testing.T) {
 		ID   int
 		Name string
 	}
-	if _, err := m.decode("k", c, encode([]row{{1, "uno"}}), reflect.ValueOf(&other).Elem()); err != nil || other[0].Name != "uno" {
+	if _, err := m.Decode("k", c, encode([]row{{1, "uno"}}), reflect.ValueOf(&other).Elem()); err != nil || other[0].Name != "uno" {
 		t.Fatalf("other type: %+v, %v", other, err)
 	}
 	// Undecodable bytes are an error, as without the memo, and forget nothing.
 	bad := append([]byte(nil), one...)
 	bad[len(bad)-1] ^= 0xff
 	var out []row
-	if _, err := m.decode("k2", c, bad[:len(bad)-2], reflect.ValueOf(&out).Elem()); err == nil {
+	if _, err := m.Decode("k2", c, bad[:len(bad)-2], reflect.ValueOf(&out).Elem()); err == nil {
 		t.Fatal("truncated answer decoded")
 	}
 	if _, ok := m.cache.GetIfPresent("k2"); ok {
 		t.Fatal("a failed decode was remembered")
 	}
 	// A nil memo (WithDecodedCache(0)) decodes every time.
-	var off *decodedMemo
-	if _, err := off.decode("k", c, one, reflect.ValueOf(&out).Elem()); err != nil || out[0].Name != "one" {
+	var off *Memo
+	if _, err := off.Decode("k", c, one, reflect.ValueOf(&out).Elem()); err != nil || out[0].Name != "one" {
 		t.Fatalf("nil memo: %+v, %v", out, err)
 	}
-	if newDecodedMemo(0) != nil {
+	if NewMemo(0) != nil {
 		t.Fatal("WithDecodedCache(0) made a memo")
 	}
 }
