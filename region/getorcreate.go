@@ -118,6 +118,69 @@ func (l *valueLoader[T]) Adopt(_ string, v any, _ bool) bool {
 	return true
 }
 
+// Loader makes values and fills the caller's destinations. It is the
+// non-generic form of GetOrCreate and GetOrCreateMulti, for callers that know
+// their types only at run time (the GORM plugin is one).
+type Loader interface {
+	// Create makes the values of keys. It runs in a goroutine of its own on a
+	// context detached from the caller's cancellation. Keys missing from the
+	// result are not cached.
+	Create(ctx context.Context, keys []string) (map[string]any, error)
+	// Decode fills the caller's destination for key from a stored payload.
+	// An error makes the entry a miss: it is counted and regenerated.
+	Decode(key string, c Codec, payload []byte) error
+	// Adopt fills the caller's destination for key with a value made by
+	// Create, and reports whether it did. own tells whether this caller's
+	// own Create made it. A value made by another caller's Create is passed
+	// only when it could not be encoded: the same value then reaches every
+	// caller that waited for it (and the one that made it), so an Adopt that
+	// must not share memory copies it, or returns false to have this caller
+	// make a value of its own, outside the lock. An own value is always
+	// taken; its result is ignored.
+	Adopt(key string, v any, own bool) bool
+}
+
+// Payloader is implemented by values a Loader creates that encode
+// themselves: the region stores the bytes Payload returns instead of running
+// the codec, and hands them to Loader.Decode as they are. ok false means the
+// value cannot be stored; it still reaches the callers through Adopt.
+type Payloader interface {
+	Payload() (b []byte, ok bool)
+}
+
+// Load is GetOrCreateMulti for a Loader: it fills the destinations of keys
+// from the region, running l.Create for the ones that have no usable value.
+// Values that the creator did not return are left untouched.
+func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...CallOption) error {
+	co := noOptions
+	if len(opts) > 0 {
+		co = collect(opts)
+	}
+	if len(keys) == 1 && co.keyTags == nil {
+		hit, s, err := r.readOne(ctx, keys[0], co, func(b []byte) error { return l.Decode(keys[0], r.codec, b) })
+		if hit {
+			return nil
+		}
+		if err != nil {
+			r.stats.errors.Add(1)
+		}
+		return r.load(ctx, keys, []string{r.entryKey(keys[0])}, l, co, &s, 0)
+	}
+	bkeys := make([]string, len(keys))
+	for i, k := range keys {
+		bkeys[i] = r.entryKey(k)
+	}
+	if co.keyTags != nil {
+		co.bkeyTags = make(map[string][]string, len(co.keyTags))
+		for i, k := range keys {
+			if t, ok := co.keyTags[k]; ok {
+				co.bkeyTags[bkeys[i]] = t
+			}
+		}
+	}
+	return r.load(ctx, keys, bkeys, l, co, nil, 0)
+}
+
 // GetOrCreateMulti is GetOrCreate for many keys at once: one backend round
 // trip reads them all, and one call of create makes every key that has no
 // usable value (create gets them in the order given, without duplicates).

@@ -1,0 +1,109 @@
+package region
+
+import (
+	"bytes"
+	"sync"
+)
+
+// flight is one run of a creator for one key, shared by the callers that wait
+// on it.
+type flight struct {
+	done chan struct{} // closed once the fields below are final
+
+	// seen is the stored entry the leading caller found unusable (nil if
+	// none). Written before the creator's goroutine starts; read by it only:
+	// a re-read that finds these same bytes has found nothing new.
+	seen []byte
+	// stale is set, like seen, when the leading caller holds a stale value
+	// it can serve, so it need not wait for another process's regeneration.
+	stale bool
+
+	// Written only by the goroutine that runs the creator, before done is
+	// closed; read only after done is closed.
+	val     any    // the value made for this key, when made is set
+	made    bool   // a value exists: made by the creator, or found fresh on re-read
+	payload []byte // the value encoded; nil when encoding failed
+	err     error  // the creator's error; nothing was stored
+	// created and stamps say what the value was made from (as in its
+	// envelope): a caller that joined the flight uses the value only if its
+	// own view of the region is no newer.
+	created int64
+	stamps  [][]byte
+	// run is the creator run's number (Region.creations); 0 when the value
+	// was found stored rather than made.
+	run      int64
+	panicVal any    // non-nil when the creator panicked
+	stack    []byte // where it panicked
+}
+
+// found records a stored value that a re-read found fresh.
+func (fl *flight) found(env *envelope) {
+	fl.payload, fl.made = append([]byte(nil), env.payload...), true
+	fl.created = env.created
+	fl.stamps = env.stampList()
+	for i, st := range fl.stamps {
+		fl.stamps[i] = append([]byte(nil), st...)
+	}
+}
+
+// currentFor reports whether a flight's value may be given to a caller that
+// joined it with the view s of entry i: made no earlier than the region's
+// hard invalidation in s, from the same tag versions. A value that was being
+// made when a write committed is not given to a caller that began after it.
+func (fl *flight) currentFor(s *snapshot, i int) bool {
+	if s.failed {
+		// Nothing to compare with: only a run that began after the caller
+		// arrived is surely as new as what the caller must see.
+		return fl.run > s.seq
+	}
+	if fl.created < s.inv.hard {
+		return false
+	}
+	cur := s.stampsOf(i)
+	if len(cur) != len(fl.stamps) {
+		return false
+	}
+	for j := range cur {
+		if cur[j] != nil && !bytes.Equal(cur[j], fl.stamps[j]) {
+			return false
+		}
+	}
+	return true
+}
+
+type flights struct {
+	mu sync.Mutex
+	m  map[string]*flight // guarded by mu; a key is present while its flight runs
+}
+
+// joinAll joins (or starts) the flights of bkeys[i] for each i in idx, all
+// under one lock.
+func (f *flights) joinAll(bkeys []string, idx []int) ([]*flight, []bool) {
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	fls, leads := make([]*flight, len(idx)), make([]bool, len(idx))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for n, i := range idx {
+		if fl, ok := f.m[bkeys[i]]; ok {
+			fls[n] = fl
+			continue
+		}
+		fl := &flight{done: make(chan struct{})}
+		f.m[bkeys[i]] = fl
+		fls[n], leads[n] = fl, true
+	}
+	return fls, leads
+}
+
+// land publishes the flight's result: later callers start a new flight, the
+// ones waiting are released.
+func (f *flights) land(key string, fl *flight) {
+	f.mu.Lock()
+	if f.m[key] == fl {
+		delete(f.m, key)
+	}
+	f.mu.Unlock()
+	close(fl.done)
+}
