@@ -20,7 +20,8 @@
 //
 //   - plugin.go: the Plugin, its options and its registration on a *gorm.DB;
 //   - fromcache.go: the FromCache scope and the query callback that answers
-//     from a region;
+//     from a region; queryloader.go: the loader that runs the query for the
+//     region and fills the caller's destination;
 //   - relationcache.go: the RelationshipCache scope, and which preload
 //     queries it serves; relloader.go: the per-parent loader that serves
 //     them; relpreload.go: preloads assigned from the per-parent groups;

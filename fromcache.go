@@ -1,16 +1,13 @@
 package dogpile
 
 import (
-	"context"
 	"reflect"
 	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
 	"gorm.io/gorm/clause"
-	"gorm.io/gorm/schema"
 
-	"github.com/dogpile-go/dogpile/internal/answer"
 	"github.com/dogpile-go/dogpile/region"
 )
 
@@ -212,55 +209,4 @@ func (fc *fromCache) withExpiry(opts ...region.CallOption) []region.CallOption {
 		opts = append(opts, region.IgnoreExpiration())
 	}
 	return opts
-}
-
-// queryLoader runs one FromCache query for the region. Everything it needs is
-// captured in the caller's goroutine: Create runs in another one, possibly
-// after the caller has gone.
-type queryLoader struct {
-	stmt     *gorm.Statement // read in Create only for fields GORM never writes after the query callback
-	codec    region.Codec
-	sql      string
-	vars     []any
-	config   *gorm.Config
-	pool     gorm.ConnPool
-	schema   *schema.Schema
-	destType reflect.Type
-
-	// Used only in the caller's goroutine.
-	memo         *answer.Memo
-	key          [1]string     // the entry's key, as Load's key list
-	dest         reflect.Value // the caller's destination (addressable)
-	rowsAffected int64
-}
-
-// Create runs the query into a fresh value of the destination's type.
-func (l *queryLoader) Create(ctx context.Context, keys []string) (map[string]any, error) {
-	fresh := reflect.New(l.destType)
-	tx := newScanner(ctx, l.config, l.pool, l.schema, l.stmt, fresh)
-	if err := runScan(ctx, tx, l.pool, l.sql, l.vars); err != nil {
-		return nil, err
-	}
-	return map[string]any{keys[0]: answer.NewResult(l.codec, fresh, tx.RowsAffected)}, nil
-}
-
-// Decode fills the caller's destination from a cached answer.
-func (l *queryLoader) Decode(key string, c region.Codec, payload []byte) error {
-	rows, err := l.memo.Decode(key, c, payload, l.dest)
-	if err != nil {
-		return err
-	}
-	l.rowsAffected = rows
-	return nil
-}
-
-// Adopt fills the caller's destination with the answer a query made
-// (answer.Result.For says which callers copy it).
-func (l *queryLoader) Adopt(_ string, v any, own bool) bool {
-	res := v.(*answer.Result)
-	if !res.Fill(l.dest, own) {
-		return false
-	}
-	l.rowsAffected = res.Rows()
-	return true
 }
