@@ -1,10 +1,12 @@
 package dogpile_test
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/driver/sqlite"
@@ -13,7 +15,6 @@ import (
 
 	"github.com/dogpile-go/dogpile"
 	"github.com/dogpile-go/dogpile/backends/memory"
-	"github.com/dogpile-go/dogpile/internal/countpool"
 	"github.com/dogpile-go/dogpile/region"
 )
 
@@ -30,12 +31,40 @@ type ExampleBook struct {
 	Title    string
 }
 
+// countingDB is a connection pool for GORM that counts the queries reaching
+// the database: the QueryContext and QueryRowContext calls made outside a
+// transaction. An answer served from the cache makes none. Everything else is
+// the embedded *sql.DB's.
+type countingDB struct {
+	*sql.DB
+	queries atomic.Int64
+}
+
+func (c *countingDB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	c.queries.Add(1)
+	return c.DB.QueryContext(ctx, query, args...)
+}
+
+func (c *countingDB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	c.queries.Add(1)
+	return c.DB.QueryRowContext(ctx, query, args...)
+}
+
+// GetDBConn lets db.DB() return the *sql.DB.
+func (c *countingDB) GetDBConn() (*sql.DB, error) { return c.DB, nil }
+
+// Queries returns the number of queries counted since the last Reset.
+func (c *countingDB) Queries() int64 { return c.queries.Load() }
+
+// Reset sets the count to zero.
+func (c *countingDB) Reset() { c.queries.Store(0) }
+
 // openExampleDB opens a SQLite database with a counting pool, so the
 // examples can show how many queries reached the database.
-func openExampleDB() (*gorm.DB, *countpool.Pool, func()) {
+func openExampleDB() (*gorm.DB, *countingDB, func()) {
 	dir, _ := os.MkdirTemp("", "dogpile-example")
 	sqlDB, _ := sql.Open("sqlite3", filepath.Join(dir, "example.db"))
-	pool := &countpool.Pool{DB: sqlDB}
+	pool := &countingDB{DB: sqlDB}
 	db, _ := gorm.Open(sqlite.New(sqlite.Config{Conn: pool}), &gorm.Config{Logger: logger.Discard})
 	_ = db.AutoMigrate(&ExampleAuthor{}, &ExampleBook{})
 	db.Create(&ExampleAuthor{Name: "Le Guin", Books: []ExampleBook{{Title: "The Dispossessed"}, {Title: "Lathe of Heaven"}}})

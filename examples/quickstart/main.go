@@ -4,12 +4,14 @@
 package main
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"log"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/driver/sqlite"
@@ -18,7 +20,6 @@ import (
 
 	"github.com/dogpile-go/dogpile"
 	"github.com/dogpile-go/dogpile/backends/memory"
-	"github.com/dogpile-go/dogpile/internal/countpool"
 	"github.com/dogpile-go/dogpile/region"
 )
 
@@ -30,6 +31,34 @@ type Product struct {
 	Price    int
 	Stock    int
 }
+
+// countingDB is a connection pool for GORM that counts the queries reaching
+// the database: the QueryContext and QueryRowContext calls made outside a
+// transaction. An answer served from the cache makes none. Everything else is
+// the embedded *sql.DB's.
+type countingDB struct {
+	*sql.DB
+	queries atomic.Int64
+}
+
+func (c *countingDB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	c.queries.Add(1)
+	return c.DB.QueryContext(ctx, query, args...)
+}
+
+func (c *countingDB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	c.queries.Add(1)
+	return c.DB.QueryRowContext(ctx, query, args...)
+}
+
+// GetDBConn lets db.DB() return the *sql.DB.
+func (c *countingDB) GetDBConn() (*sql.DB, error) { return c.DB, nil }
+
+// Queries returns the number of queries counted since the last Reset.
+func (c *countingDB) Queries() int64 { return c.queries.Load() }
+
+// Reset sets the count to zero.
+func (c *countingDB) Reset() { c.queries.Store(0) }
 
 func main() {
 	if err := run(); err != nil {
@@ -50,7 +79,7 @@ func run() error {
 		return err
 	}
 	defer sqlDB.Close()
-	pool := &countpool.Pool{DB: sqlDB}
+	pool := &countingDB{DB: sqlDB}
 	db, err := gorm.Open(sqlite.New(sqlite.Config{Conn: pool}), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		return err
