@@ -2,7 +2,9 @@ package region
 
 import (
 	"bytes"
+	"context"
 	"sync"
+	"time"
 )
 
 // flight is one run of a creator for one key, shared by the callers that wait
@@ -71,6 +73,15 @@ func (fl *flight) currentFor(s *snapshot, i int) bool {
 	return true
 }
 
+// foundNew reports whether a re-read found a fresh value other than the one
+// the leading caller already found unusable.
+func (r *Region) foundNew(raw []byte, i int, fl *flight, s *snapshot, co *callOptions, env *envelope) bool {
+	if raw == nil || (fl.seen != nil && bytes.Equal(raw, fl.seen)) {
+		return false
+	}
+	return r.classify(raw, s, i, co, env) == fresh
+}
+
 type flights struct {
 	mu sync.Mutex
 	m  map[string]*flight // guarded by mu; a key is present while its flight runs
@@ -106,4 +117,76 @@ func (f *flights) land(key string, fl *flight) {
 	}
 	f.mu.Unlock()
 	close(fl.done)
+}
+
+// claim is a flight that a caller leads, for the key at index i of its call.
+// at is where regenerate found the key in the snapshot it read last.
+type claim struct {
+	i, at int
+	fl    *flight
+}
+
+// indexes returns the call indexes of the claims' keys.
+func indexes(cs []claim) []int {
+	idx := make([]int, len(cs))
+	for j, c := range cs {
+		idx[j] = c.i
+	}
+	return idx
+}
+
+// wait is one flight a caller waits on, for the key at index i.
+type wait struct {
+	i     int
+	fl    *flight
+	own   bool // this caller started it
+	stale bool // the caller already holds a stale value for the key
+}
+
+// waitBudget is the wait timeout of one call, shared by every flight it
+// waits on: once it is spent, the caller waits for no other caller's flight.
+// A caller waits for its own flights without it: running the creator again
+// would only duplicate them (WithCreatorTimeout bounds them instead).
+type waitBudget struct {
+	timer *time.Timer // nil: no wait timeout
+	spent bool
+}
+
+// newWaitBudget starts the wait budget of a call.
+func (r *Region) newWaitBudget() *waitBudget {
+	b := &waitBudget{}
+	if r.waitTimeout > 0 {
+		b.timer = time.NewTimer(r.waitTimeout)
+	}
+	return b
+}
+
+// stop releases the budget's timer.
+func (b *waitBudget) stop() {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+}
+
+// wait blocks until w's flight lands, and reports whether it did; false
+// means the budget ran out first. It returns ctx's error if ctx ends first.
+func (b *waitBudget) wait(ctx context.Context, w wait) (bool, error) {
+	var budget <-chan time.Time
+	if !w.own {
+		if b.spent {
+			return false, nil
+		}
+		if b.timer != nil {
+			budget = b.timer.C
+		}
+	}
+	select {
+	case <-w.fl.done:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-budget:
+		b.spent = true
+		return false, nil
+	}
 }

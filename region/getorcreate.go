@@ -35,7 +35,7 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 		r.stats.errors.Add(1)
 	}
 	l := &valueLoader[T]{create: create}
-	err = r.load(ctx, []string{key}, []string{r.entryKey(key)}, l, co, &s, 0)
+	err = r.load(ctx, callKeys{[]string{key}, []string{r.entryKey(key)}}, l, co, &s, 0)
 	return l.v, err
 }
 
@@ -121,6 +121,28 @@ func (l *valueLoader[T]) Adopt(_ string, v any, _ bool) bool {
 // Loader makes values and fills the caller's destinations. It is the
 // non-generic form of GetOrCreate and GetOrCreateMulti, for callers that know
 // their types only at run time (the GORM plugin is one).
+//
+// Each call of Load has a Loader of its own. A fresh stored value is given
+// to it through Decode. For keys without one, one caller's Create makes the
+// values (one Create at a time per key in this process, and across
+// processes where the backend has a Mutex), and every caller waiting for a
+// key is handed the result once:
+//
+//   - The caller whose own Create made the value is given it through Adopt
+//     with own true, whether or not it could be encoded. It always takes it:
+//     Adopt's result is ignored.
+//   - Every other caller decodes the stored payload through Decode, as a hit
+//     does, so that callers share no memory; so does the leading caller when
+//     its re-read found the value stored by someone else.
+//   - A value that could not be encoded has no payload: every other caller
+//     is given the very value Create returned, through Adopt with own false.
+//     An Adopt that must not share memory copies it, or returns false to
+//     have its caller make a value of its own with Create, outside the lock.
+//
+// A caller whose Decode fails, or whose read of the region is newer than
+// what the value was made from (a write committed while it was being made),
+// looks the key up again. A key that Create leaves out of its result is
+// handed to no one.
 type Loader interface {
 	// Create makes the values of keys. It runs in a goroutine of its own on a
 	// context detached from the caller's cancellation. Keys missing from the
@@ -130,13 +152,8 @@ type Loader interface {
 	// An error makes the entry a miss: it is counted and regenerated.
 	Decode(key string, c Codec, payload []byte) error
 	// Adopt fills the caller's destination for key with a value made by
-	// Create, and reports whether it did. own tells whether this caller's
-	// own Create made it. A value made by another caller's Create is passed
-	// only when it could not be encoded: the same value then reaches every
-	// caller that waited for it (and the one that made it), so an Adopt that
-	// must not share memory copies it, or returns false to have this caller
-	// make a value of its own, outside the lock. An own value is always
-	// taken; its result is ignored.
+	// Create, and reports whether it did; own tells whether this caller's
+	// own Create made it. Which caller is given what is stated on Loader.
 	Adopt(key string, v any, own bool) bool
 }
 
@@ -164,7 +181,7 @@ func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...Call
 		if err != nil {
 			r.stats.errors.Add(1)
 		}
-		return r.load(ctx, keys, []string{r.entryKey(keys[0])}, l, co, &s, 0)
+		return r.load(ctx, callKeys{keys, []string{r.entryKey(keys[0])}}, l, co, &s, 0)
 	}
 	bkeys := make([]string, len(keys))
 	for i, k := range keys {
@@ -178,7 +195,7 @@ func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...Call
 			}
 		}
 	}
-	return r.load(ctx, keys, bkeys, l, co, nil, 0)
+	return r.load(ctx, callKeys{keys, bkeys}, l, co, nil, 0)
 }
 
 // GetOrCreateMulti is GetOrCreate for many keys at once: one backend round

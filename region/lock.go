@@ -1,16 +1,14 @@
 package region
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"runtime/debug"
-	"time"
 )
 
 // The dogpile lock. For each backend key at most one creator runs at a time
-// in this process (a flight), and, when the backend hands out a Mutex, at
-// most one across the processes that share it:
+// in this process (a flight: see flight.go), and, when the backend hands out
+// a Mutex, at most one across the processes that share it:
 //
 //   - fresh value: served, no lock taken;
 //   - stale value: the caller that starts the flight regenerates (in the
@@ -19,6 +17,16 @@ import (
 //   - no value: the caller that starts the flight runs the creator; the others
 //     wait for its result, each bounded by its own context and the wait
 //     timeout.
+//
+// A call goes through these steps: load sorts its keys (triage), joins or
+// starts their flights (join) and starts the regenerations it leads; await
+// waits for the flights within the call's wait budget, hands each result to
+// the caller (handOff, by the contract stated on Loader) and settles what is
+// left: a panic or an error to report, keys to make unlocked or to look up
+// again. A regeneration (regenerate) re-reads its keys (unmade), takes their
+// backend Mutexes (lockAll, in mutex.go), re-reads under them, runs the
+// creator once for the keys still without a value (create) and lands the
+// flights (landAll).
 //
 // Unlike dogpile.cache, a lock that is not obtained is never ignored: a
 // caller that finds the key's Mutex held elsewhere serves stale or waits for
@@ -31,40 +39,65 @@ import (
 // on ended without a value for it.
 const maxRetries = 3
 
-// wait is one flight a caller waits on, for the key at index i.
-type wait struct {
-	i     int
-	fl    *flight
-	own   bool // this caller started it
-	stale bool // the caller already holds a stale value for the key
+// callKeys is the keys of one call: as the caller gave them, and the backend
+// key of each, index for index.
+type callKeys struct {
+	keys  []string
+	bkeys []string
 }
 
-// load is the dogpile lock for a set of keys; s is a snapshot already read
-// for bkeys, or nil.
-func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *callOptions, s *snapshot, attempt int) error {
+// subset returns the keys at the indexes idx, in that order.
+func (k callKeys) subset(idx []int) callKeys {
+	n := len(idx)
+	buf := make([]string, 2*n) // both lists in one allocation
+	sub := callKeys{keys: buf[:n:n], bkeys: buf[n:]}
+	for j, i := range idx {
+		sub.keys[j], sub.bkeys[j] = k.keys[i], k.bkeys[i]
+	}
+	return sub
+}
+
+// parts is what a caller does about the keys it joined flights for.
+type parts struct {
+	waits []wait  // flights to wait on, its own among them
+	led   []claim // flights it leads, regenerated at once
+	async []claim // flights it leads, regenerated in the background
+}
+
+// load is the dogpile lock for the keys of ck; s is a snapshot already read
+// for ck.bkeys, or nil.
+func (r *Region) load(ctx context.Context, ck callKeys, l Loader, co *callOptions, s *snapshot, attempt int) error {
 	if s == nil {
-		snap, err := r.read(ctx, bkeys, co)
+		snap, err := r.read(ctx, ck.bkeys, co)
 		if err != nil {
 			r.stats.errors.Add(1)
 		}
 		s = &snap
 	}
-	var (
-		env               envelope
-		waits             []wait
-		led, asyncLed     []int
-		ledFl, asyncLedFl []*flight
-		seen              map[string]bool
-	)
-	if len(bkeys) > 1 {
-		seen = make(map[string]bool, len(bkeys))
+	need, states := r.triage(ck, l, co, s)
+	p := r.join(ck, s, need, states)
+	r.regenerateAsync(ctx, ck, p.async, l, co)
+	if len(p.led) > 0 {
+		go r.regenerate(ctx, ck, p.led, l, co)
 	}
-	// First what each key needs, then every flight joined in one step, so
-	// that of callers asking for overlapping keys at once one leads them all
-	// rather than each leading the keys it happened to reach first.
-	states := make([]state, len(bkeys))
-	var need []int // keys that join a flight
-	for i, k := range bkeys {
+	if len(p.waits) == 0 {
+		return nil
+	}
+	return r.await(ctx, ck, l, co, s, p.waits, attempt)
+}
+
+// triage decides what s holds for each key: a fresh value is decoded into
+// the caller's destination and counted as a hit. It returns the indexes of
+// the keys that need a flight, and each key's state. A key given twice is
+// served with its first occurrence.
+func (r *Region) triage(ck callKeys, l Loader, co *callOptions, s *snapshot) (need []int, states []state) {
+	var seen map[string]bool
+	if len(ck.bkeys) > 1 {
+		seen = make(map[string]bool, len(ck.bkeys))
+	}
+	var env envelope
+	states = make([]state, len(ck.bkeys))
+	for i, k := range ck.bkeys {
 		if seen != nil {
 			if seen[k] {
 				states[i] = fresh // a duplicate: served with the first
@@ -73,18 +106,29 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 			seen[k] = true
 		}
 		st := r.classify(s.raw[i], s, i, co, &env)
-		if st != miss && !r.decode(env.payload, func(b []byte) error { return l.Decode(keys[i], r.codec, b) }) {
+		if st != miss && !r.decode(env.payload, func(b []byte) error { return l.Decode(ck.keys[i], r.codec, b) }) {
 			st = miss
 		}
 		states[i] = st
-		switch st {
-		case fresh:
+		if st == fresh {
 			r.stats.hits.Add(1)
-		default:
+		} else {
 			need = append(need, i)
 		}
 	}
-	fls, leads := r.flights.joinAll(bkeys, need)
+	return need, states
+}
+
+// join joins (or starts) the flights of the keys at need and decides the
+// caller's part in each: for a stale value, served at once unless it leads,
+// when it regenerates in the background (WithAsyncRegeneration) or now,
+// waiting for its own flight but keeping the stale value if that fails; for
+// a miss, it leads the flight or waits for it. Every flight is joined in one
+// step, so that of callers asking for overlapping keys at once one leads
+// them all rather than each leading the keys it happened to reach first.
+func (r *Region) join(ck callKeys, s *snapshot, need []int, states []state) parts {
+	var p parts
+	fls, leads := r.flights.joinAll(ck.bkeys, need)
 	for n, i := range need {
 		fl, lead := fls[n], leads[n]
 		switch states[i] {
@@ -95,11 +139,11 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 			case r.async != nil:
 				fl.seen, fl.stale = s.raw[i], true
 				r.stats.staleServed.Add(1)
-				asyncLed, asyncLedFl = append(asyncLed, i), append(asyncLedFl, fl)
+				p.async = append(p.async, claim{i: i, fl: fl})
 			default:
 				fl.seen, fl.stale = s.raw[i], true
-				led, ledFl = append(led, i), append(ledFl, fl)
-				waits = append(waits, wait{i: i, fl: fl, own: true, stale: true})
+				p.led = append(p.led, claim{i: i, fl: fl})
+				p.waits = append(p.waits, wait{i: i, fl: fl, own: true, stale: true})
 			}
 		case miss:
 			// Counted once in its flight, so a count of misses is a count
@@ -107,396 +151,292 @@ func (r *Region) load(ctx context.Context, keys, bkeys []string, l Loader, co *c
 			r.stats.misses.Add(1)
 			if lead {
 				fl.seen = s.raw[i]
-				led, ledFl = append(led, i), append(ledFl, fl)
+				p.led = append(p.led, claim{i: i, fl: fl})
 			} else {
 				r.stats.lockWaits.Add(1)
 			}
-			waits = append(waits, wait{i: i, fl: fl, own: lead})
+			p.waits = append(p.waits, wait{i: i, fl: fl, own: lead})
 		}
 	}
-	if len(asyncLed) > 0 {
-		select {
-		case r.async <- struct{}{}:
-			go func() {
-				defer func() { <-r.async }()
-				r.regenerate(ctx, keys, bkeys, asyncLed, asyncLedFl, l, co)
-			}()
-		default:
-			// Every slot is busy: serve stale now, a later caller retries.
-			for j, i := range asyncLed {
-				r.flights.land(bkeys[i], asyncLedFl[j])
-			}
+	return p
+}
+
+// regenerateAsync regenerates the flights of led in the background, when
+// one of the region's async slots is free. When every slot is busy the
+// flights land at once: the stale value is served now, a later caller
+// retries.
+func (r *Region) regenerateAsync(ctx context.Context, ck callKeys, led []claim, l Loader, co *callOptions) {
+	if len(led) == 0 {
+		return
+	}
+	select {
+	case r.async <- struct{}{}:
+		go func() {
+			defer func() { <-r.async }()
+			r.regenerate(ctx, ck, led, l, co)
+		}()
+	default:
+		r.landClaims(ck, led)
+	}
+}
+
+// landClaims lands the flights of cs.
+func (r *Region) landClaims(ck callKeys, cs []claim) {
+	for _, c := range cs {
+		r.flights.land(ck.bkeys[c.i], c.fl)
+	}
+}
+
+// awaited is what the flights a caller waited on left it to do.
+type awaited struct {
+	err      error // the first flight error for a key the caller has no value for
+	panicked *flight
+	retry    []int // keys with nothing usable for this caller: look again
+	timedOut []int // keys whose wait budget ran out
+	refused  []int // keys whose shared value Adopt would not take
+}
+
+// outcome is what is left to do for a key once its flight has landed and
+// been handed to the caller.
+type outcome uint8
+
+const (
+	settled  outcome = iota // the destination is filled, or nothing is owed
+	failed                  // the flight's error is the caller's
+	panicked                // the caller's own creator panicked
+	retry                   // nothing usable for this caller: look again
+	refused                 // Adopt would not take a shared value
+)
+
+// note records the outcome of the key at index i.
+func (a *awaited) note(i int, fl *flight, o outcome, err error) {
+	switch o {
+	case failed:
+		if a.err == nil {
+			a.err = err
 		}
+	case panicked:
+		a.panicked = fl
+	case retry:
+		a.retry = append(a.retry, i)
+	case refused:
+		a.refused = append(a.refused, i)
 	}
-	if len(led) > 0 {
-		go r.regenerate(ctx, keys, bkeys, led, ledFl, l, co)
-	}
-	if len(waits) == 0 {
-		return nil
-	}
-	return r.await(ctx, keys, bkeys, l, co, s, waits, attempt)
 }
 
 // await collects the results of the flights a caller waits on.
-func (r *Region) await(ctx context.Context, keys, bkeys []string, l Loader, co *callOptions, s *snapshot, waits []wait, attempt int) error {
-	var timeout <-chan time.Time
-	if r.waitTimeout > 0 {
-		t := time.NewTimer(r.waitTimeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	var (
-		firstErr  error
-		panicked  *flight
-		retry     []int
-		timedOut  []int
-		refused   []int // shared values Adopt would not take
-		stopWaits bool
-	)
+func (r *Region) await(ctx context.Context, ck callKeys, l Loader, co *callOptions, s *snapshot, waits []wait, attempt int) error {
+	budget := r.newWaitBudget()
+	defer budget.stop()
+	var a awaited
 	for _, w := range waits {
-		if stopWaits && !w.own {
-			timedOut = append(timedOut, w.i)
+		landed, err := budget.wait(ctx, w)
+		if err != nil {
+			return err
+		}
+		if !landed {
+			a.timedOut = append(a.timedOut, w.i)
 			continue
 		}
-		// A caller waits for its own creator without the wait budget: running
-		// the creator again would only duplicate it (WithCreatorTimeout bounds
-		// it instead).
-		budget := timeout
+		o, err := r.handOff(ck.keys[w.i], l, s, w)
+		a.note(w.i, w.fl, o, err)
+	}
+	return r.settle(ctx, ck, l, co, &a, attempt)
+}
+
+// handOff gives the caller the result of the flight w, which has landed, for
+// key (by the contract stated on Loader) and says what is left to do.
+func (r *Region) handOff(key string, l Loader, s *snapshot, w wait) (outcome, error) {
+	fl := w.fl
+	switch {
+	case fl.panicVal != nil:
 		if w.own {
-			budget = nil
+			return panicked, nil
 		}
-		select {
-		case <-w.fl.done:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-budget:
-			stopWaits = true
-			timedOut = append(timedOut, w.i)
-			continue
-		}
-		fl := w.fl
-		switch {
-		case fl.panicVal != nil:
-			if w.own {
-				panicked = fl
-			} else if firstErr == nil {
-				firstErr = fmt.Errorf("region %s: key %q: %w: %v", r.name, keys[w.i], ErrCreatorPanicked, fl.panicVal)
-			}
-		case fl.err != nil:
-			if !w.stale && firstErr == nil {
-				firstErr = fl.err
-			}
+		return failed, fmt.Errorf("region %s: key %q: %w: %v", r.name, key, ErrCreatorPanicked, fl.panicVal)
+	case fl.err != nil:
+		if w.stale {
 			// A caller that holds a stale value keeps it when its
 			// regeneration fails (stale-if-error).
-		case !fl.made:
-			if !w.own && !w.stale {
-				retry = append(retry, w.i)
-			}
-		case !w.own && !fl.currentFor(s, w.i):
-			// Made from data older than what this caller must see.
-			retry = append(retry, w.i)
-		case w.own && fl.val != nil:
-			l.Adopt(keys[w.i], fl.val, true)
-		case fl.payload != nil && l.Decode(keys[w.i], r.codec, fl.payload) == nil:
-		case fl.payload == nil && fl.val != nil:
-			if !l.Adopt(keys[w.i], fl.val, false) {
-				refused = append(refused, w.i)
-			}
-		default:
-			// Found stored by someone else, but unreadable for this caller.
-			r.stats.decodeFailures.Add(1)
-			retry = append(retry, w.i)
+			return settled, nil
 		}
+		return failed, fl.err
+	case !fl.made:
+		if w.own || w.stale {
+			return settled, nil
+		}
+		return retry, nil
+	case !w.own && !fl.currentFor(s, w.i):
+		// Made from data older than what this caller must see.
+		return retry, nil
+	case w.own && fl.val != nil:
+		l.Adopt(key, fl.val, true)
+		return settled, nil
+	case fl.payload != nil && l.Decode(key, r.codec, fl.payload) == nil:
+		return settled, nil
+	case fl.payload == nil && fl.val != nil:
+		if !l.Adopt(key, fl.val, false) {
+			return refused, nil
+		}
+		return settled, nil
+	default:
+		// Found stored by someone else, but unreadable for this caller.
+		r.stats.decodeFailures.Add(1)
+		return retry, nil
 	}
-	if panicked != nil {
-		panic(panicked.panicVal)
+}
+
+// settle finishes a call after its waits: the caller's own creator's panic
+// is raised again, a flight's error returned; keys whose wait timed out or
+// whose shared value was refused are made unlocked, and keys with nothing
+// usable are looked up again (made unlocked after maxRetries).
+func (r *Region) settle(ctx context.Context, ck callKeys, l Loader, co *callOptions, a *awaited, attempt int) error {
+	if a.panicked != nil {
+		panic(a.panicked.panicVal)
 	}
-	if firstErr != nil {
-		return firstErr
+	if a.err != nil {
+		return a.err
 	}
-	if len(timedOut) > 0 {
+	if len(a.timedOut) > 0 {
 		if r.noWaitFallback {
-			return fmt.Errorf("region %s: key %q: %w", r.name, keys[timedOut[0]], ErrWaitTimeout)
+			return fmt.Errorf("region %s: key %q: %w", r.name, ck.keys[a.timedOut[0]], ErrWaitTimeout)
 		}
-		if err := r.createUnlocked(ctx, keys, bkeys, timedOut, l, co); err != nil {
+		if err := r.createUnlocked(ctx, ck.subset(a.timedOut), l, co); err != nil {
 			return err
 		}
 	}
-	if len(refused) > 0 {
-		if err := r.createUnlocked(ctx, keys, bkeys, refused, l, co); err != nil {
+	if len(a.refused) > 0 {
+		if err := r.createUnlocked(ctx, ck.subset(a.refused), l, co); err != nil {
 			return err
 		}
 	}
-	if len(retry) > 0 {
+	if len(a.retry) > 0 {
+		sub := ck.subset(a.retry)
 		if attempt >= maxRetries {
-			return r.createUnlocked(ctx, keys, bkeys, retry, l, co)
+			return r.createUnlocked(ctx, sub, l, co)
 		}
-		sub, subB := make([]string, len(retry)), make([]string, len(retry))
-		for j, i := range retry {
-			sub[j], subB[j] = keys[i], bkeys[i]
-		}
-		return r.load(ctx, sub, subB, l, co, nil, attempt+1)
+		return r.load(ctx, sub, l, co, nil, attempt+1)
 	}
 	return nil
 }
 
-// createUnlocked runs the creator for keys whose wait budget ran out, in the
-// caller's own goroutine and context, storing what it makes.
-func (r *Region) createUnlocked(ctx context.Context, keys, bkeys []string, idx []int, l Loader, co *callOptions) error {
-	sub, subB := make([]string, len(idx)), make([]string, len(idx))
-	for j, i := range idx {
-		sub[j], subB[j] = keys[i], bkeys[i]
-	}
-	s, err := r.read(ctx, subB, co)
-	if err == nil {
-		err = r.initStamps(ctx, &s)
-	}
-	if err != nil {
-		r.stats.errors.Add(1)
-		s.bypass = true
-	}
+// createUnlocked runs the creator for the keys of ck outside the lock (their
+// wait budget ran out, or their shared value was refused), in the caller's
+// own goroutine and context, storing what it makes.
+func (r *Region) createUnlocked(ctx context.Context, ck callKeys, l Loader, co *callOptions) error {
+	s, _ := r.read(ctx, ck.bkeys, co)
+	r.prepareStamps(ctx, &s)
 	r.stats.regenerations.Add(1)
-	vals, err := l.Create(ctx, sub)
+	vals, err := l.Create(ctx, ck.keys)
 	if err != nil {
 		return err
 	}
-	for j, k := range sub {
+	for j, k := range ck.keys {
 		v, ok := vals[k]
 		if !ok {
 			continue
 		}
 		l.Adopt(k, v, true)
-		r.keep(ctx, subB[j], v, &s, j, co, nil)
+		r.keep(ctx, ck.bkeys[j], v, &s, j, co, nil)
 	}
 	return nil
 }
 
-// keep encodes v and stores it under bkey unless the call says not to; it
-// returns the payload for callers that wait (nil when encoding failed).
-func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, i int, co *callOptions, lock Mutex) []byte {
-	var payload []byte
-	if p, ok := v.(Payloader); ok {
-		b, ok := p.Payload()
-		if !ok {
-			r.stats.notStored.Add(1)
-			return nil
-		}
-		payload = b
-	} else {
-		b, err := r.codec.Marshal(v)
-		if err != nil {
-			r.stats.errors.Add(1)
-			return nil
-		}
-		payload = b
-	}
-	if s.bypass || (co.shouldCache != nil && !co.shouldCache(v)) {
-		r.stats.notStored.Add(1)
-		return payload
-	}
-	var fence *Guard
-	if f, ok := lock.(Fencer); ok {
-		g := f.Fence()
-		fence = &g
-	}
-	ok, err := r.store(ctx, bkey, payload, s, i, co, fence)
-	if err != nil {
-		r.stats.errors.Add(1)
-	} else if !ok {
-		r.stats.notStored.Add(1)
-	}
-	return payload
-}
-
-// regenerate runs in its own goroutine for the keys at idx, whose flights
-// this call leads. It re-reads them (another caller may have stored a value
-// since), takes the backend's Mutex where there is one, runs the creator once
-// for every key still without a value, stores the results and lands the
-// flights.
-func (r *Region) regenerate(callerCtx context.Context, keys, bkeys []string, idx []int, fls []*flight, l Loader, co *callOptions) {
-	ctx := context.WithoutCancel(callerCtx)
-	var cancel context.CancelFunc = func() {}
-	if r.creatorTimeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, r.creatorTimeout)
-	}
+// regenerate runs in its own goroutine for the flights that a call leads. It
+// re-reads their keys (another caller may have stored a value since), takes
+// the backend's Mutex where there is one, runs the creator once for every
+// key still without a value, stores the results and lands the flights.
+func (r *Region) regenerate(callerCtx context.Context, ck callKeys, led []claim, l Loader, co *callOptions) {
+	ctx, cancel := r.creatorContext(callerCtx)
 	var locks map[string]Mutex // by backend key; held until the flights land
-	defer func() {
-		if p := recover(); p != nil {
-			stack := debug.Stack()
-			for _, fl := range fls {
-				fl.panicVal, fl.stack = p, stack
-			}
-		}
-		for _, m := range locks {
-			_ = m.Unlock(context.WithoutCancel(ctx))
-		}
-		cancel()
-		for j, i := range idx {
-			r.flights.land(bkeys[i], fls[j])
-		}
-	}()
+	defer func() { r.landAll(ctx, cancel, ck, led, locks, recover()) }()
 
-	sub := make([]string, len(idx))
-	for j, i := range idx {
-		sub[j] = bkeys[i]
+	todo, s := r.unmade(ctx, ck, led, co)
+	todo, locks = r.lockAll(ctx, ck, todo, co)
+	if len(todo) > 0 && len(locks) > 0 {
+		// The lock may have been taken after another process stored a value:
+		// read again so we never regenerate what is already there.
+		todo, s = r.unmade(ctx, ck, todo, co)
 	}
-	s, err := r.read(ctx, sub, co)
-	if err != nil {
-		r.stats.errors.Add(1)
-	}
-	// todo collects the flights that still need the creator; pos is where
-	// each flight's key sits in the latest snapshot s.
-	var todo []int // positions in idx
-	pos := make([]int, len(idx))
-	for j := range pos {
-		pos[j] = j
-	}
-	var env envelope
-	for j := range idx {
-		if r.foundNew(s.raw[j], j, fls[j], &s, co, &env) {
-			fls[j].found(&env)
-			continue
-		}
-		todo = append(todo, j)
-	}
-	todo, locks = r.lockAll(ctx, bkeys, idx, todo, fls, co)
 	if len(todo) == 0 {
 		return
 	}
-	if len(locks) > 0 {
-		// The lock may have been taken after another process stored a value:
-		// read again so we never regenerate what is already there.
-		sub = sub[:0]
-		for _, j := range todo {
-			sub = append(sub, bkeys[idx[j]])
-		}
-		s, err = r.read(ctx, sub, co)
-		if err != nil {
-			r.stats.errors.Add(1)
-		}
-		kept := todo[:0]
-		for n, j := range todo {
-			pos[j] = n
-			if r.foundNew(s.raw[n], n, fls[j], &s, co, &env) {
-				fls[j].found(&env)
-				continue
-			}
-			kept = append(kept, j)
-		}
-		todo = kept
-		if len(todo) == 0 {
-			return
+	r.prepareStamps(ctx, &s)
+	r.create(ctx, ck, todo, &s, l, co, locks)
+}
+
+// creatorContext returns the context a creator runs on: the caller's values
+// without its cancellation, bounded by WithCreatorTimeout.
+func (r *Region) creatorContext(callerCtx context.Context) (context.Context, context.CancelFunc) {
+	ctx := context.WithoutCancel(callerCtx)
+	if r.creatorTimeout > 0 {
+		return context.WithTimeout(ctx, r.creatorTimeout)
+	}
+	return ctx, func() {}
+}
+
+// landAll ends a regeneration: a panic of the creator (p, from recover)
+// becomes every flight's result, the backend locks are released and the
+// flights land.
+func (r *Region) landAll(ctx context.Context, cancel context.CancelFunc, ck callKeys, led []claim, locks map[string]Mutex, p any) {
+	if p != nil {
+		stack := debug.Stack()
+		for _, c := range led {
+			c.fl.panicVal, c.fl.stack = p, stack
 		}
 	}
-	if err == nil {
-		err = r.initStamps(ctx, &s)
+	for _, m := range locks {
+		_ = m.Unlock(context.WithoutCancel(ctx))
 	}
+	cancel()
+	r.landClaims(ck, led)
+}
+
+// unmade reads the keys of cs and returns the claims whose key still has no
+// fresh value (other than the one its caller found unusable), each with its
+// key's place in the snapshot read, which it also returns. A flight whose
+// key has one now is given it.
+func (r *Region) unmade(ctx context.Context, ck callKeys, cs []claim, co *callOptions) ([]claim, snapshot) {
+	s, err := r.read(ctx, ck.subset(indexes(cs)).bkeys, co)
 	if err != nil {
 		r.stats.errors.Add(1)
-		s.bypass = true // unsure what the tags hold: serve the value, store nothing
 	}
-	names := make([]string, len(todo))
-	for n, j := range todo {
-		names[n] = keys[idx[j]]
+	var (
+		env  envelope
+		todo []claim
+	)
+	for n, c := range cs {
+		if r.foundNew(s.raw[n], n, c.fl, &s, co, &env) {
+			c.fl.found(&env)
+			continue
+		}
+		c.at = n
+		todo = append(todo, c)
 	}
+	return todo, s
+}
+
+// create runs the creator once for the keys of todo, read in s, and gives
+// each flight its value, stored under the backend lock held for its key.
+func (r *Region) create(ctx context.Context, ck callKeys, todo []claim, s *snapshot, l Loader, co *callOptions, locks map[string]Mutex) {
+	names := ck.subset(indexes(todo)).keys
 	r.stats.regenerations.Add(1)
 	run := r.creations.Add(1)
-	vals, cerr := l.Create(ctx, names)
-	if cerr != nil {
-		for _, j := range todo {
-			fls[j].err = cerr
+	vals, err := l.Create(ctx, names)
+	if err != nil {
+		for _, c := range todo {
+			c.fl.err = err
 		}
 		return
 	}
-	for n, j := range todo {
+	for n, c := range todo {
 		v, ok := vals[names[n]]
 		if !ok {
 			continue
 		}
-		fls[j].val, fls[j].made = v, true
-		fls[j].created, fls[j].stamps, fls[j].run = s.now, s.stampsOf(pos[j]), run
-		fls[j].payload = r.keep(ctx, bkeys[idx[j]], v, &s, pos[j], co, locks[bkeys[idx[j]]])
-	}
-}
-
-// foundNew reports whether a re-read found a fresh value other than the one
-// the leading caller already found unusable.
-func (r *Region) foundNew(raw []byte, i int, fl *flight, s *snapshot, co *callOptions, env *envelope) bool {
-	if raw == nil || (fl.seen != nil && bytes.Equal(raw, fl.seen)) {
-		return false
-	}
-	return r.classify(raw, s, i, co, env) == fresh
-}
-
-// lockAll takes the backend Mutex of each key in todo. A key whose Mutex is
-// held elsewhere is dropped from todo if its caller holds a stale value (it
-// is served); for a missing value the caller waits for the holder, re-reads,
-// and either finds the value, takes the lock, or, once the wait budget is
-// spent, runs the creator unlocked.
-func (r *Region) lockAll(ctx context.Context, bkeys []string, idx, todo []int, fls []*flight, co *callOptions) (kept []int, locks map[string]Mutex) {
-	kept = todo[:0:0]
-	for _, j := range todo {
-		k := bkeys[idx[j]]
-		m := r.backend.Mutex(k)
-		if m == nil {
-			kept = append(kept, j)
-			continue
-		}
-		ok, found := r.acquire(ctx, k, m, co, fls[j])
-		if found {
-			continue
-		}
-		if ok {
-			if locks == nil {
-				locks = make(map[string]Mutex)
-			}
-			locks[k] = m
-			kept = append(kept, j)
-			continue
-		}
-		if !r.noWaitFallback {
-			kept = append(kept, j) // budget spent: make it ourselves, unlocked
-		}
-	}
-	return kept, locks
-}
-
-// acquire tries to take m for k; while another process holds it, it waits
-// for that holder and re-reads k. found reports that a fresh value (or, for a
-// stale caller, the holder's regeneration) makes creation unnecessary.
-func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions, fl *flight) (ok, found bool) {
-	deadline := time.Now().Add(r.waitTimeout)
-	var env envelope
-	for {
-		ok, err := m.TryLock(ctx)
-		if err != nil {
-			// The lock service is down: the store is probably down too, so
-			// the value is made without it rather than not at all.
-			r.stats.errors.Add(1)
-			return false, false
-		}
-		if ok {
-			return true, false
-		}
-		if fl.stale {
-			// Another process is regenerating this stale value: our
-			// callers are served the stale one, as its callers are.
-			return false, true
-		}
-		s, err := r.read(ctx, []string{k}, co)
-		if err == nil && r.foundNew(s.raw[0], 0, fl, &s, co, &env) {
-			fl.found(&env)
-			return false, true
-		}
-		if r.waitTimeout > 0 && time.Now().After(deadline) {
-			return false, false
-		}
-		r.stats.lockWaits.Add(1)
-		wctx, cancel := ctx, context.CancelFunc(func() {})
-		if r.waitTimeout > 0 {
-			wctx, cancel = context.WithDeadline(ctx, deadline)
-		}
-		_ = m.Wait(wctx)
-		cancel()
+		bkey := ck.bkeys[c.i]
+		c.fl.val, c.fl.made = v, true
+		c.fl.created, c.fl.stamps, c.fl.run = s.now, s.stampsOf(c.at), run
+		c.fl.payload = r.keep(ctx, bkey, v, s, c.at, co, locks[bkey])
 	}
 }

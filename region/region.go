@@ -216,93 +216,135 @@ func (s *snapshot) tagKeysOf(i int) []string {
 // read fetches entry keys together with the invalidation record and the tag
 // counters in one backend call. It may use the spare capacity of keys.
 func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snapshot, error) {
-	ti := noTags
-	if co.tags != nil {
-		ti = co.tags.infoFor(r)
-	}
-	tags := co.tagList()
-	var sel [][]int
-	if co.bkeyTags != nil {
-		tags, ti, sel = r.keyTagUnion(keys, co, tags, ti)
-	}
-	tagKeys := ti.keys
-	all := keys
-	if !r.local || r.refs == nil {
-		// Counters and markers read from the backend, with the entries.
-		fetch := tagKeys
-		if r.refs != nil {
-			fetch = nil
-		}
-		extra := 1 + len(fetch)
-		if cap(all)-len(all) < extra {
-			all = make([]string, len(keys), len(keys)+extra)
-			copy(all, keys)
-		}
-		if !r.local {
-			all = append(all, r.invKey)
-		}
-		all = append(all, fetch...)
-	}
+	tags, ti, sel := r.readTags(keys, co)
+	all := r.fetchList(keys, ti)
 	seq := r.creations.Load()
 	vals, err := r.backend.GetMulti(ctx, all)
 	s := snapshot{now: r.nanos(), tags: tags, sel: sel, shared: len(co.tagList()), seq: seq}
 	if len(tags) > 0 {
-		s.tagKeys = tagKeys[:len(tags)]
+		s.tagKeys = ti.keys[:len(tags)]
 	}
 	if err != nil || len(vals) != len(all) {
 		if err == nil {
 			err = fmt.Errorf("region: backend returned %d values for %d keys", len(vals), len(all))
 		}
-		s.failed = true
-		s.raw = make([][]byte, len(keys))
-		s.stamps = make([][]byte, len(tags))
-		s.bypass = len(tags) > 0 && r.unconfirmed.any(tags)
+		r.failRead(&s, len(keys))
 		return s, err
 	}
 	n := len(keys)
 	s.raw = vals[:n:n]
-	if r.local {
-		s.inv = invalidation{r.hard.Load(), r.soft.Load()}
-		for _, m := range ti.marks {
-			if m.pending(s.now) {
-				s.pending = true
-			}
-		}
-	} else {
-		s.inv = parseInvalidation(vals[n])
-		n++
+	rest := r.readInvalidation(&s, vals[n:], ti)
+	r.readStamps(&s, rest, ti)
+	s.bypass = len(tags) > 0 && r.unconfirmed.any(tags)
+	// The coarse clock may lag an invalidation read here; what is made after
+	// this read is newer than it, and is dated so.
+	s.now = max(s.now, s.inv.hard, s.inv.soft)
+	return s, nil
+}
+
+// readTags returns the tags a read of keys covers (the call's, then the
+// keys' own: WithKeyTags), how to read them, and for each key the indexes
+// of its tags (nil when every key has the call's).
+func (r *Region) readTags(keys []string, co *callOptions) ([]string, *tagInfo, [][]int) {
+	ti := noTags
+	if co.tags != nil {
+		ti = co.tags.infoFor(r)
 	}
+	if co.bkeyTags == nil {
+		return co.tagList(), ti, nil
+	}
+	return r.keyTagUnion(keys, co, co.tagList(), ti)
+}
+
+// fetchList returns what a read asks the backend for: the entry keys, then
+// what the region does not hold itself: the invalidation record (shared
+// backends), then the tag counters and pending markers (unless the backend
+// has CounterRefs). It may use the spare capacity of keys.
+func (r *Region) fetchList(keys []string, ti *tagInfo) []string {
+	if r.local && r.refs != nil {
+		return keys
+	}
+	fetch := ti.keys
+	if r.refs != nil {
+		fetch = nil
+	}
+	all := keys
+	if extra := 1 + len(fetch); cap(all)-len(all) < extra {
+		all = make([]string, len(keys), len(keys)+extra)
+		copy(all, keys)
+	}
+	if !r.local {
+		all = append(all, r.invKey)
+	}
+	return append(all, fetch...)
+}
+
+// failRead makes s the snapshot of a read of nkeys entries that failed:
+// every entry is missing and no tag has a stamp, so nothing in s can be
+// compared.
+func (r *Region) failRead(s *snapshot, nkeys int) {
+	s.failed = true
+	s.raw = make([][]byte, nkeys)
+	s.stamps = make([][]byte, len(s.tags))
+	s.bypass = len(s.tags) > 0 && r.unconfirmed.any(s.tags)
+}
+
+// readInvalidation fills in the invalidation record of s: from the region's
+// memory (with the pending marks of its tags) for a ProcessLocal backend,
+// else from the first of vals, what the backend returned after the entries.
+// It returns the rest of vals.
+func (r *Region) readInvalidation(s *snapshot, vals [][]byte, ti *tagInfo) [][]byte {
+	if !r.local {
+		s.inv = parseInvalidation(vals[0])
+		return vals[1:]
+	}
+	s.inv = invalidation{r.hard.Load(), r.soft.Load()}
+	for _, m := range ti.marks {
+		if m.pending(s.now) {
+			s.pending = true
+		}
+	}
+	return vals
+}
+
+// readStamps fills in the stamps of s: from the counters themselves for a
+// backend with CounterRefs, else from vals, the counters the backend
+// returned, followed for a shared backend by the pending markers.
+func (r *Region) readStamps(s *snapshot, vals [][]byte, ti *tagInfo) {
 	switch {
-	case r.refs != nil && len(tags) > 0:
-		// Counters at fixed addresses: their decimal text, as a backend
-		// would return it, in one buffer.
-		var buf []byte
-		if len(tags) <= len(stampSpace{}.s) {
-			sp := new(stampSpace) // one allocation for the slices and their bytes
-			s.stamps, buf = sp.s[:len(tags)], sp.b[:0]
-		} else {
-			s.stamps, buf = make([][]byte, len(tags)), make([]byte, 0, 20*len(tags))
-		}
-		for i, c := range ti.counters {
-			at := len(buf)
-			buf = strconv.AppendInt(buf, c.Load(), 10)
-			s.stamps[i] = buf[at:len(buf):len(buf)]
-		}
+	case r.refs != nil && len(s.tags) > 0:
+		s.stamps = counterStamps(ti.counters)
 	case r.refs == nil:
-		s.stamps = vals[n : n+len(tags)]
+		s.stamps = vals[:len(s.tags)]
 		if !r.local {
-			for _, p := range vals[n+len(tags):] {
+			for _, p := range vals[len(s.tags):] {
 				if p != nil && pendingCount(p) > 0 {
 					s.pending = true
 				}
 			}
 		}
 	}
-	s.bypass = len(tags) > 0 && r.unconfirmed.any(tags)
-	// The coarse clock may lag an invalidation read here; what is made after
-	// this read is newer than it, and is dated so.
-	s.now = max(s.now, s.inv.hard, s.inv.soft)
-	return s, nil
+}
+
+// counterStamps returns the values of counters at fixed addresses as a
+// backend would return them, their decimal text, in one buffer.
+func counterStamps(counters []*atomic.Int64) [][]byte {
+	var (
+		stamps [][]byte
+		buf    []byte
+	)
+	if len(counters) <= len(stampSpace{}.s) {
+		sp := new(stampSpace) // one allocation for the slices and their bytes
+		stamps, buf = sp.s[:len(counters)], sp.b[:0]
+	} else {
+		stamps, buf = make([][]byte, len(counters)), make([]byte, 0, 20*len(counters))
+	}
+	for i, c := range counters {
+		at := len(buf)
+		buf = strconv.AppendInt(buf, c.Load(), 10)
+		stamps[i] = buf[at:len(buf):len(buf)]
+	}
+	return stamps
 }
 
 // stampSpace holds the decimal text of a few counters and the slices over
@@ -507,6 +549,43 @@ func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption)
 		return fmt.Errorf("region %s: set %q: %w", r.name, key, err)
 	}
 	return nil
+}
+
+// keep encodes v and stores it under bkey unless the call says not to; it
+// returns the payload for callers that wait (nil when encoding failed).
+func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, i int, co *callOptions, lock Mutex) []byte {
+	var payload []byte
+	if p, ok := v.(Payloader); ok {
+		b, ok := p.Payload()
+		if !ok {
+			r.stats.notStored.Add(1)
+			return nil
+		}
+		payload = b
+	} else {
+		b, err := r.codec.Marshal(v)
+		if err != nil {
+			r.stats.errors.Add(1)
+			return nil
+		}
+		payload = b
+	}
+	if s.bypass || (co.shouldCache != nil && !co.shouldCache(v)) {
+		r.stats.notStored.Add(1)
+		return payload
+	}
+	var fence *Guard
+	if f, ok := lock.(Fencer); ok {
+		g := f.Fence()
+		fence = &g
+	}
+	ok, err := r.store(ctx, bkey, payload, s, i, co, fence)
+	if err != nil {
+		r.stats.errors.Add(1)
+	} else if !ok {
+		r.stats.notStored.Add(1)
+	}
+	return payload
 }
 
 // store writes payload under the backend key k, stamped with the tag values

@@ -169,6 +169,17 @@ func (r *Region) initStamps(ctx context.Context, s *snapshot) error {
 	return nil
 }
 
+// prepareStamps gives every tag of s that has no counter yet a fresh one
+// (initStamps). When s could not be read, or a counter could not be made,
+// the value about to be made is served but not stored: s is bypassed.
+func (r *Region) prepareStamps(ctx context.Context, s *snapshot) {
+	if !s.failed && r.initStamps(ctx, s) == nil {
+		return
+	}
+	r.stats.errors.Add(1)
+	s.bypass = true // unsure what the tags hold: serve the value, store nothing
+}
+
 // InvalidateTags makes every value stored with any of tags a miss, in every
 // process that shares the backend. If the backend cannot be written, the
 // invalidation is retried in the background until it lands, values depending
