@@ -16,6 +16,9 @@ import (
 // dated with the precise clock (precise), so a value made before an
 // invalidation is always older than it, and one made just after may be taken
 // for older: a wasted miss, never a stale hit.
+//
+// Every field is atomic: readers and the refresher share them without a
+// lock.
 type clock struct {
 	now     atomic.Int64 // the coarse reading, while running
 	running atomic.Bool  // a refresher goroutine runs

@@ -82,9 +82,11 @@ func (r *Region) foundNew(raw []byte, i int, fl *flight, s *snapshot, co *callOp
 	return r.classify(raw, s, i, co, env) == fresh
 }
 
+// flights is a region's flight map: the flight of each key while its
+// creator runs.
 type flights struct {
-	mu sync.Mutex
-	m  map[string]*flight // guarded by mu; a key is present while its flight runs
+	mu sync.Mutex         // guards m
+	m  map[string]*flight // a key is present while its flight runs
 }
 
 // joinAll joins (or starts) the flights of bkeys[i] for each i in idx, all
@@ -120,7 +122,9 @@ func (f *flights) land(key string, fl *flight) {
 }
 
 // claim is a flight that a caller leads, for the key at index i of its call.
-// at is where regenerate found the key in the snapshot it read last.
+// at is where regenerate found the key in the snapshot it read last. A call
+// hands its list of claims to the goroutine of their regeneration and does
+// not touch it again.
 type claim struct {
 	i, at int
 	fl    *flight
@@ -135,7 +139,8 @@ func indexes(cs []claim) []int {
 	return idx
 }
 
-// wait is one flight a caller waits on, for the key at index i.
+// wait is one flight a caller waits on, for the key at index i. Used by the
+// caller's goroutine only.
 type wait struct {
 	i     int
 	fl    *flight
@@ -146,7 +151,8 @@ type wait struct {
 // waitBudget is the wait timeout of one call, shared by every flight it
 // waits on: once it is spent, the caller waits for no other caller's flight.
 // A caller waits for its own flights without it: running the creator again
-// would only duplicate them (WithCreatorTimeout bounds them instead).
+// would only duplicate them (WithCreatorTimeout bounds them instead). Used
+// by the caller's goroutine only.
 type waitBudget struct {
 	timer *time.Timer // nil: no wait timeout
 	spent bool

@@ -77,7 +77,8 @@ func (r *Region) readOne(ctx context.Context, key string, co *callOptions, decod
 }
 
 // hitScratch is the memory a hit on a process-local backend builds its key
-// and key list in.
+// and key list in. It belongs to one goroutine between its Get from
+// hitScratches and its Put.
 type hitScratch struct {
 	key  []byte
 	keys [8]string // the entry, then what read appends: tag keys
@@ -87,8 +88,8 @@ var hitScratches = sync.Pool{New: func() any { return new(hitScratch) }}
 
 // valueLoader is the Loader of GetOrCreate.
 type valueLoader[T any] struct {
-	create func(ctx context.Context) (T, error)
-	v      T
+	create func(ctx context.Context) (T, error) // called from the creator's goroutine
+	v      T                                    // written only by the caller's goroutine
 }
 
 func (l *valueLoader[T]) Create(ctx context.Context, keys []string) (map[string]any, error) {
@@ -215,8 +216,8 @@ func GetOrCreateMulti[T any](ctx context.Context, r *Region, keys []string, crea
 
 // mapLoader is the Loader of GetOrCreateMulti.
 type mapLoader[T any] struct {
-	create func(ctx context.Context, missing []string) (map[string]T, error)
-	out    map[string]T // written only by the caller's goroutine
+	create func(ctx context.Context, missing []string) (map[string]T, error) // called from the creator's goroutine
+	out    map[string]T                                                      // written only by the caller's goroutine
 }
 
 func (l *mapLoader[T]) Create(ctx context.Context, keys []string) (map[string]any, error) {

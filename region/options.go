@@ -75,6 +75,10 @@ func WithClock(now func() time.Time) Option { return func(r *Region) { r.now = n
 // or Set.
 type CallOption func(*callOptions)
 
+// callOptions are the options of one call. collect builds them and Load
+// adds bkeyTags before the call's first read; they are read-only from then
+// on, by the call and the regenerations it starts. noOptions is shared by
+// the calls without options and never written.
 type callOptions struct {
 	expiration    time.Duration // meaningful when expirationSet
 	expirationSet bool

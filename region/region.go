@@ -33,35 +33,40 @@ type Region struct {
 	// local is set when the backend serves this process only: the
 	// invalidation record then lives in hard and soft, not in the backend.
 	local          bool
-	hard, soft     atomic.Int64
-	refs           CounterRefs                   // the backend's, when it has them (local only)
-	marks          sync.Map                      // tag → *localMark: the pending markers of a local backend
-	tagRefs        *otter.Cache[string, *tagRef] // tag → what reading it takes; safe for concurrent use
+	refs           CounterRefs // the backend's, when it has them (local only)
 	expiration     time.Duration
 	staleTTL       time.Duration
 	staleSet       bool
 	mangle         func(string) string
 	codec          Codec
-	async          chan struct{} // nil: regenerate synchronously; else a slot per running async regeneration
 	creatorTimeout time.Duration
 	waitTimeout    time.Duration
 	noWaitFallback bool
 	lease          time.Duration
 	now            func() time.Time // nil: the default clock
-	clock          clock
+	// async is nil when stale values are regenerated synchronously; else
+	// it is a semaphore, a slot per running async regeneration (the channel
+	// is made by New; sending and receiving on it is safe).
+	async chan struct{}
 
-	flights flights
-
+	// Atomics.
+	hard, soft atomic.Int64 // a local backend's invalidation record, Unix nanoseconds
 	// creations numbers the creator runs: each takes the next number just
 	// before it reads its source. A caller that could not read the backend
 	// takes a joined flight's value only if that run read after it arrived.
 	creations atomic.Int64
+	stats     counters // every counter is atomic
 
+	// Safe for concurrent use by themselves; the fields are set by New.
+	marks   sync.Map                      // tag → *localMark: the pending markers of a local backend
+	tagRefs *otter.Cache[string, *tagRef] // tag → what reading it takes (bounded)
+
+	// Synchronised by themselves, as each type's doc says.
+	clock   clock   // atomics
+	flights flights // flights.mu guards the flight map
 	// unconfirmed holds tags whose invalidation could not be written to the
-	// backend; see tags.go.
+	// backend (see tags.go); unconfirmed.mu guards them.
 	unconfirmed unconfirmedTags
-
-	stats counters
 }
 
 // New returns a region that keeps its values in backend.
@@ -173,7 +178,9 @@ func (iv invalidation) bytes() []byte {
 }
 
 // snapshot is one round trip's view of some entries and what decides their
-// validity: the region's invalidation record and the entries' tags.
+// validity: the region's invalidation record and the entries' tags. It
+// belongs to the goroutine that read it; what a flight takes from it (raw
+// entries, stampsOf) is not written afterwards.
 type snapshot struct {
 	raw     [][]byte // per entry key; nil when missing
 	inv     invalidation
@@ -681,6 +688,7 @@ type Stats struct {
 	NotStored      int64 // created values not stored: should-cache false, or tags changed meanwhile
 }
 
+// counters are what Stats reports; every one is atomic.
 type counters struct {
 	hits, misses, staleServed, regenerations, lockWaits, decodeFailures, errors, notStored atomic.Int64
 }

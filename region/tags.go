@@ -39,19 +39,25 @@ func (r *Region) tagKey(tag string) string     { return r.prefix + "t:{" + r.nam
 func (r *Region) pendingKey(tag string) string { return r.prefix + "p:{" + r.name + ":" + tag + "}" }
 
 // tagSet is the tags of a call, with what they take in each region,
-// computed once.
+// computed once. A WithTags option shares it between every call it is passed
+// to, concurrent ones included.
 type tagSet struct {
-	tags []string
+	tags []string // read-only
+
+	// Safe for concurrent use by themselves.
 	info sync.Map                   // *Region → *tagInfo
 	last atomic.Pointer[regionInfo] // the region last asked for, before the map
 }
 
+// regionInfo is a region's tagInfo for a tagSet. Immutable: a new one
+// replaces it.
 type regionInfo struct {
 	r  *Region
 	ti *tagInfo
 }
 
-// tagInfo is how a region reads a list of tags.
+// tagInfo is how a region reads a list of tags. Read-only once built: a
+// tagSet shares it between calls.
 type tagInfo struct {
 	// keys are the counter keys, then (for a shared backend) the pending
 	// marker keys: what the region reads from the backend.
@@ -134,7 +140,8 @@ func (r *Region) tagRef(tag string) *tagRef {
 }
 
 // localMark is a pending marker kept in the process, for a ProcessLocal
-// backend: the writers counted in it and when the mark lapses.
+// backend: the writers counted in it and when the mark lapses. Both fields
+// are atomic (adjustPending writes them, every read of a tag reads them).
 type localMark struct {
 	writers atomic.Int64
 	until   atomic.Int64 // Unix nanoseconds
