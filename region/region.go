@@ -642,16 +642,8 @@ func (r *Region) Invalidate(ctx context.Context, hard bool) error {
 		}
 		return nil
 	}
-	for attempt := 0; ; attempt++ {
-		vals, err := r.backend.GetMulti(ctx, []string{r.invKey})
-		if err != nil {
-			r.stats.errors.Add(1)
-			return fmt.Errorf("region %s: invalidate: %w", r.name, err)
-		}
-		var old []byte
-		if len(vals) == 1 {
-			old = vals[0]
-		}
+	// The first try and ten more.
+	last, ok, err := r.compareAndSet(ctx, r.invKey, 11, func(old []byte) Item {
 		iv := parseInvalidation(old)
 		now := r.preciseNanos()
 		if hard {
@@ -659,21 +651,44 @@ func (r *Region) Invalidate(ctx context.Context, hard bool) error {
 		} else {
 			iv.soft = now
 		}
-		ok, err := r.backend.SetIf(ctx, Item{Key: r.invKey, Value: iv.bytes()}, []Guard{{Key: r.invKey, Value: old}})
-		if err != nil {
-			r.stats.errors.Add(1)
+		return Item{Key: r.invKey, Value: iv.bytes()}
+	})
+	if err != nil {
+		r.stats.errors.Add(1)
+		return fmt.Errorf("region %s: invalidate: %w", r.name, err)
+	}
+	if !ok {
+		// Ten concurrent invalidations in a row: write ours regardless.
+		if err := r.backend.SetMulti(ctx, []Item{last}); err != nil {
 			return fmt.Errorf("region %s: invalidate: %w", r.name, err)
 		}
-		if ok || attempt == 10 {
-			if !ok {
-				// Ten concurrent invalidations in a row: write ours regardless.
-				if err := r.backend.SetMulti(ctx, []Item{{Key: r.invKey, Value: iv.bytes()}}); err != nil {
-					return fmt.Errorf("region %s: invalidate: %w", r.name, err)
-				}
-			}
-			return nil
+	}
+	return nil
+}
+
+// compareAndSet replaces what the backend holds under key with the item
+// next makes of it (old is nil when key is missing), provided key still
+// holds old at the write; when it does not, it reads key and tries again,
+// attempts times in all. It returns the last item made and whether it was
+// stored; the caller decides what to do when none was. An error is the
+// backend's, from reading or writing key.
+func (r *Region) compareAndSet(ctx context.Context, key string, attempts int, next func(old []byte) Item) (last Item, stored bool, err error) {
+	for range attempts {
+		vals, err := r.backend.GetMulti(ctx, []string{key})
+		if err != nil {
+			return last, false, err
+		}
+		var old []byte
+		if len(vals) == 1 {
+			old = vals[0]
+		}
+		last = next(old)
+		ok, err := r.backend.SetIf(ctx, last, []Guard{{Key: key, Value: old}})
+		if err != nil || ok {
+			return last, ok, err
 		}
 	}
+	return last, false, nil
 }
 
 // Stats counts what the region did since it was made.

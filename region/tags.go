@@ -255,29 +255,14 @@ func (r *Region) adjustPending(ctx context.Context, tag string, delta int64) err
 		return nil
 	}
 	key := r.pendingKey(tag)
-	for attempt := 0; attempt < 16; attempt++ {
-		vals, err := r.backend.GetMulti(ctx, []string{key})
-		if err != nil {
-			return fmt.Errorf("pending marker of %q: %w", tag, err)
-		}
-		var old []byte
-		if len(vals) == 1 {
-			old = vals[0]
-		}
-		n := pendingCount(old) + delta
-		if n < 0 {
-			n = 0
-		}
-		item := Item{Key: key, Value: strconv.AppendInt(nil, n, 10), TTL: r.lease}
-		ok, err := r.backend.SetIf(ctx, item, []Guard{{Key: key, Value: old}})
-		if err != nil {
-			return fmt.Errorf("pending marker of %q: %w", tag, err)
-		}
-		if ok {
-			return nil
-		}
+	_, ok, err := r.compareAndSet(ctx, key, 16, func(old []byte) Item {
+		n := max(pendingCount(old)+delta, 0)
+		return Item{Key: key, Value: strconv.AppendInt(nil, n, 10), TTL: r.lease}
+	})
+	if err != nil {
+		return fmt.Errorf("pending marker of %q: %w", tag, err)
 	}
-	if delta > 0 {
+	if !ok && delta > 0 {
 		// Heavy contention: over-count rather than not mark at all.
 		return r.backend.SetMulti(ctx, []Item{{Key: key, Value: []byte("1"), TTL: r.lease}})
 	}
