@@ -1,12 +1,12 @@
 package region
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/dogpile-go/dogpile/internal/mpack"
 )
 
 // Codec turns values into payload bytes and back. Unmarshal decodes into v,
@@ -21,17 +21,6 @@ type Codec interface {
 // including those tagged json:"-".
 type MsgpackCodec struct{}
 
-// msgpackReader is a pooled decoder with the reader it reads from, so a hit
-// allocates nothing for decoding machinery.
-type msgpackReader struct {
-	r bytes.Reader
-	d *msgpack.Decoder
-}
-
-var msgpackReaders = sync.Pool{New: func() any {
-	return &msgpackReader{d: msgpack.NewDecoder(nil)}
-}}
-
 // Marshal encodes v.
 func (MsgpackCodec) Marshal(v any) ([]byte, error) {
 	b, err := msgpack.Marshal(v)
@@ -43,19 +32,13 @@ func (MsgpackCodec) Marshal(v any) ([]byte, error) {
 
 // Unmarshal decodes data into v. Unknown fields and trailing bytes are
 // errors, so a payload written for another type is not silently half-read.
+// Its decoders are pooled (internal/mpack): a hit allocates nothing for
+// decoding machinery.
 func (MsgpackCodec) Unmarshal(data []byte, v any) error {
-	mr := msgpackReaders.Get().(*msgpackReader)
-	mr.r.Reset(data)
-	mr.d.Reset(&mr.r)
-	// Unknown fields mean the payload was written for another shape.
-	mr.d.DisallowUnknownFields(true)
-	err := mr.d.Decode(v)
-	if err == nil && mr.r.Len() != 0 {
-		err = fmt.Errorf("%d trailing bytes", mr.r.Len())
+	unread, err := mpack.Decode(data, v, true)
+	if err == nil && unread != 0 {
+		err = fmt.Errorf("%d trailing bytes", unread)
 	}
-	mr.r.Reset(nil)
-	mr.d.Reset(nil)
-	msgpackReaders.Put(mr)
 	if err != nil {
 		return fmt.Errorf("msgpack: %w", err)
 	}
