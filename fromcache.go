@@ -133,7 +133,7 @@ func (p *Plugin) query(db *gorm.DB) {
 		// never fill from its snapshot, which may predate the last commit.
 		var rows int64
 		found, _ := r.Peek(ctx, key, func(b []byte) (err error) {
-			rows, err = p.memo.Decode(key, r.Codec(), b, dest)
+			rows, err = p.memo.Decode(key, r.Codec(), b, dest, stmtRescanner{stmt})
 			return err
 		}, opts...)
 		if !found {
@@ -155,6 +155,9 @@ func (p *Plugin) query(db *gorm.DB) {
 	if err := r.Load(ctx, l.key[:], l, opts...); err != nil {
 		db.AddError(err)
 		return
+	}
+	if l.err != nil {
+		db.AddError(l.err) // a scan that failed: its rows and its error
 	}
 	p.finish(db, l.rowsAffected)
 }

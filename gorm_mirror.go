@@ -2,9 +2,11 @@ package dogpile
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"reflect"
 
+	"github.com/dogpile-go/dogpile/internal/answer"
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
 	"gorm.io/gorm/clause"
@@ -16,8 +18,10 @@ import (
 // (the version go.mod requires) and must be compared with it, function by
 // function, on every upgrade of GORM:
 //
-//   - newScanner, runScan: callbacks/query.go, Query (the query and
-//     gorm.Scan into a fresh destination, off the caller's statement);
+//   - newScanner, runScan, rescan, stmtRescanner: callbacks/query.go, Query
+//     (the query and gorm.Scan into a fresh destination, off the caller's
+//     statement; with rows the database sent, replayed, for answers stored
+//     as rows);
 //   - stmtShape.build: callbacks/query.go, BuildQuerySQL, called on a
 //     statement rebuilt from the fields it reads;
 //   - preloadSession: callbacks/preload.go, preloadDB;
@@ -42,12 +46,56 @@ func newScanner(ctx context.Context, config *gorm.Config, pool gorm.ConnPool, s 
 }
 
 // runScan runs sql on pool and scans its rows with tx, as GORM's own query
-// handler does, leaving a not-found to the caller.
-func runScan(ctx context.Context, tx *gorm.DB, pool gorm.ConnPool, sql string, vars []any) error {
+// handler does, leaving a not-found to the caller. queried reports that the
+// query itself ran: an error then came from scanning its rows, and tx holds
+// what was scanned, as GORM leaves it. With capture, the rows the database
+// sent are read first, returned, and scanned from what was read (see
+// answer.StoredAsRows).
+func runScan(ctx context.Context, tx *gorm.DB, pool gorm.ConnPool, sql string, vars []any, capture bool) (sent *answer.Rows, queried bool, err error) {
 	rows, err := pool.QueryContext(ctx, sql, vars...)
+	if err != nil {
+		return nil, false, err
+	}
+	if capture {
+		var readErr error
+		sent, readErr = answer.ReadRows(rows)
+		if err := rescan(tx, sent, ctx); err != nil {
+			return sent, true, err
+		}
+		if readErr != nil {
+			tx.AddError(readErr) // as gorm.Scan adds rows.Err()
+		}
+		return sent, true, tx.Error
+	}
+	gorm.Scan(rows, tx, 0)
+	if err := rows.Close(); err != nil && tx.Error == nil {
+		return nil, true, err
+	}
+	return nil, true, tx.Error
+}
+
+// rescan scans rows the database sent, as read by answer.ReadRows, with tx.
+func rescan(tx *gorm.DB, sent *answer.Rows, ctx context.Context) error {
+	rows, err := sent.Replay(ctx)
 	if err != nil {
 		return err
 	}
+	gorm.Scan(rows, tx, 0)
+	if err := rows.Close(); err != nil && tx.Error == nil {
+		tx.AddError(err)
+	}
+	return nil
+}
+
+// stmtRescanner scans the rows of an answer stored as rows into a
+// destination, with the scan of the statement that made it
+// (answer.Rescanner). It is used in the caller's goroutine only.
+type stmtRescanner struct{ stmt *gorm.Statement }
+
+// Rescan implements answer.Rescanner.
+func (r stmtRescanner) Rescan(dest reflect.Value, rows *sql.Rows) error {
+	stmt := r.stmt
+	tx := newScanner(stmt.Context, stmt.DB.Config, stmt.ConnPool, stmt.Schema, stmt, dest.Addr())
 	gorm.Scan(rows, tx, 0)
 	if err := rows.Close(); err != nil && tx.Error == nil {
 		return err

@@ -31,21 +31,25 @@ type queryLoader struct {
 	key          [1]string     // the entry's key, as Load's key list
 	dest         reflect.Value // the caller's destination (addressable)
 	rowsAffected int64
+	err          error // the scan's error, given with the answer (answer.Result.Err)
 }
 
 // Create runs the query into a fresh value of the destination's type.
 func (l *queryLoader) Create(ctx context.Context, keys []string) (map[string]any, error) {
 	fresh := reflect.New(l.destType)
 	tx := newScanner(ctx, l.config, l.pool, l.schema, l.stmt, fresh)
-	if err := runScan(ctx, tx, l.pool, l.sql, l.vars); err != nil {
+	sent, queried, err := runScan(ctx, tx, l.pool, l.sql, l.vars, answer.StoredAsRows(l.destType))
+	if !queried {
 		return nil, err
 	}
-	return map[string]any{keys[0]: answer.NewResult(l.codec, fresh, tx.RowsAffected)}, nil
+	// A scan that failed gives its rows and its error, as GORM does; the
+	// answer is then not stored.
+	return map[string]any{keys[0]: answer.NewResult(l.codec, fresh, tx.RowsAffected, sent, err)}, nil
 }
 
 // Decode fills the caller's destination from a cached answer.
 func (l *queryLoader) Decode(key string, c region.Codec, payload []byte) error {
-	rows, err := l.memo.Decode(key, c, payload, l.dest)
+	rows, err := l.memo.Decode(key, c, payload, l.dest, stmtRescanner{l.stmt})
 	if err != nil {
 		return err
 	}
@@ -60,6 +64,6 @@ func (l *queryLoader) Adopt(_ string, v any, own bool) bool {
 	if !res.Fill(l.dest, own) {
 		return false
 	}
-	l.rowsAffected = res.Rows()
+	l.rowsAffected, l.err = res.Rows(), res.Err()
 	return true
 }

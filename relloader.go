@@ -122,7 +122,11 @@ func (l *relLoader) Create(ctx context.Context, keys []string) (map[string]any, 
 	shape.ctx = ctx
 	sql, vars := shape.build(l.withIN(in))
 	fresh := reflect.New(l.destType)
-	if err := runScan(ctx, newScanner(ctx, shape.config, shape.pool, shape.schema, shape.stmt, fresh), shape.pool, sql, vars); err != nil {
+	tx := newScanner(ctx, shape.config, shape.pool, shape.schema, shape.stmt, fresh)
+	// A preload that fails fails its statement, whatever it scanned (as
+	// GORM's preload returns the error before assigning anything).
+	sent, _, err := runScan(ctx, tx, shape.pool, sql, vars, answer.StoredAsRows(l.destType))
+	if err != nil {
 		return nil, err
 	}
 	// One slice per parent, in the order the database returned the rows.
@@ -133,6 +137,10 @@ func (l *relLoader) Create(ctx context.Context, keys []string) (map[string]any, 
 	groups := make(map[string]reflect.Value, len(keys))
 	for _, k := range keys {
 		groups[k] = reflect.MakeSlice(l.destType, 0, 0)
+	}
+	var rowsOf map[string][]int // caller key → its rows in sent
+	if sent != nil {
+		rowsOf = make(map[string][]int, len(keys))
 	}
 	all := fresh.Elem()
 	for i := 0; i < all.Len(); i++ {
@@ -149,12 +157,19 @@ func (l *relLoader) Create(ctx context.Context, keys []string) (map[string]any, 
 			return nil, errUnmatchedChild
 		}
 		groups[k] = reflect.Append(groups[k], elem)
+		if rowsOf != nil {
+			rowsOf[k] = append(rowsOf[k], i)
+		}
 	}
 	out := make(map[string]any, len(keys))
 	for k, g := range groups {
 		ptr := reflect.New(l.destType)
 		ptr.Elem().Set(g)
-		out[k] = answer.NewResult(l.codec, ptr, int64(g.Len()))
+		var own *answer.Rows
+		if sent != nil {
+			own = sent.Pick(rowsOf[k])
+		}
+		out[k] = answer.NewResult(l.codec, ptr, int64(g.Len()), own, nil)
 	}
 	return out, nil
 }
@@ -171,7 +186,7 @@ func (l *relLoader) parts0(k string) []any {
 // Decode reads one parent's children. Children the memo remembers are taken
 // as they are, to be copied once into the destination by assemble.
 func (l *relLoader) Decode(k string, c region.Codec, payload []byte) error {
-	part, err := l.memo.DecodeSlice(k, c, payload, l.destType)
+	part, err := l.memo.DecodeSlice(k, c, payload, l.destType, stmtRescanner{l.shape.stmt})
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,10 @@ import (
 type typedValue struct {
 	T string
 	V any
+	// For a time in a location other than UTC and Local ("time.Fixed" and
+	// "time.Named"): the location's name, and a fixed zone's offset.
+	Z string `json:",omitempty" msgpack:",omitempty"`
+	O int    `json:",omitempty" msgpack:",omitempty"`
 }
 
 func encodeTypedMaps(c region.Codec, v reflect.Value) ([]byte, error) {
@@ -122,6 +126,11 @@ func toTyped(x any) (typedValue, error) {
 		case time.Local:
 			return typedValue{T: "time.Local", V: v}, nil
 		}
+		if z := zoneOf(v); z.named {
+			return typedValue{T: "time.Named", V: v, Z: z.name}, nil
+		}
+		z := zoneOf(v)
+		return typedValue{T: "time.Fixed", V: v, Z: z.name, O: z.offset}, nil
 	}
 	return typedValue{}, fmt.Errorf("%w: %T", errUntyped, x)
 }
@@ -138,7 +147,8 @@ var typedKinds = func() map[string]reflect.Type {
 
 func fromTyped(tv typedValue) (any, error) {
 	if elem, ok := strings.CutPrefix(tv.T, "*"); ok {
-		x, err := fromTyped(typedValue{T: elem, V: tv.V})
+		tv.T = elem
+		x, err := fromTyped(tv)
 		if err != nil || x == nil {
 			return nil, err
 		}
@@ -157,17 +167,22 @@ func fromTyped(tv typedValue) (any, error) {
 		case string:
 			return []byte(b), nil
 		}
-	case "time.UTC", "time.Local":
+	case "time.UTC", "time.Local", "time.Fixed", "time.Named":
 		t, ok := tv.V.(time.Time)
 		if s, isText := tv.V.(string); isText {
 			p, err := time.Parse(time.RFC3339Nano, s)
 			t, ok = p, err == nil
 		}
-		if ok && tv.T == "time.UTC" {
+		if !ok {
+			break
+		}
+		switch tv.T {
+		case "time.UTC":
 			return t.UTC(), nil
-		} else if ok {
+		case "time.Local":
 			return t.Local(), nil
 		}
+		return t.In(zoneSpec{name: tv.Z, offset: tv.O, named: tv.T == "time.Named"}.location()), nil
 	default:
 		// Numbers come back as whatever width the codec chose: convert
 		// them, and bools and strings, to the type they were.

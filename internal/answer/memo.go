@@ -160,12 +160,14 @@ func NewMemo(maxBytes int64) *Memo {
 // Decode fills dest (addressable) from the answer b stored under key, and
 // returns its RowsAffected, copying a remembered value when b is what it
 // came from. A nil memo always decodes. On an error dest is left zeroed.
-func (m *Memo) Decode(key string, c region.Codec, b []byte, dest reflect.Value) (int64, error) {
+// rs reads answers stored as rows (StoredAsRows); it may be nil for other
+// destinations.
+func (m *Memo) Decode(key string, c region.Codec, b []byte, dest reflect.Value, rs Rescanner) (int64, error) {
 	if e := m.lookup(key, b, dest.Type()); e != nil {
 		e.copyTo(dest)
 		return e.rows, nil
 	}
-	rows, err := decodeResult(c, b, dest)
+	rows, err := decodeResult(c, b, dest, rs)
 	if err == nil {
 		m.remember(key, b, dest, rows)
 	}
@@ -175,12 +177,12 @@ func (m *Memo) Decode(key string, c region.Codec, b []byte, dest reflect.Value) 
 // DecodeSlice reads the answer b stored under key, a slice of type t, to be
 // copied later into a window of a larger destination (Slice.CopyTo): a
 // remembered answer is taken as it is, and copied only then.
-func (m *Memo) DecodeSlice(key string, c region.Codec, b []byte, t reflect.Type) (Slice, error) {
+func (m *Memo) DecodeSlice(key string, c region.Codec, b []byte, t reflect.Type, rs Rescanner) (Slice, error) {
 	if e := m.lookup(key, b, t); e != nil {
 		return Slice{n: e.val.Len(), memo: e}, nil
 	}
 	part := reflect.New(t).Elem()
-	rows, err := decodeResult(c, b, part)
+	rows, err := decodeResult(c, b, part, rs)
 	if err != nil {
 		return Slice{}, err
 	}
@@ -240,10 +242,11 @@ func (m *Memo) lookup(key string, b []byte, t reflect.Type) *memoEntry {
 }
 
 // remember keeps a copy of v, just decoded from b, for key. Only answers in
-// the compact format are kept: it does not depend on the region's codec, so
-// equal bytes always decode to equal values.
+// the compact format, or stored as rows, are kept: equal bytes always
+// decode to equal values (the first does not depend on the region's codec,
+// the second is read back by the same scan from the same values).
 func (m *Memo) remember(key string, b []byte, v reflect.Value, rows int64) {
-	if m == nil || !isCompact(b) {
+	if m == nil || !rememberable(b) {
 		return
 	}
 	d, ok := deepenerFor(v.Type())
@@ -255,8 +258,8 @@ func (m *Memo) remember(key string, b []byte, v reflect.Value, rows int64) {
 	}
 }
 
-// isCompact reports an answer whose destination is in the compact format.
-func isCompact(b []byte) bool {
+// rememberable reports an answer the memo may keep (see remember).
+func rememberable(b []byte) bool {
 	_, _, kind, _, err := resultHeader(b)
-	return err == nil && kind == destCompact
+	return err == nil && (kind == destCompact || kind == destRows)
 }

@@ -113,13 +113,13 @@ func TestMemoCopiesShareNothingConcurrently(t *testing.T) {
 			typ := reflect.TypeOf(v)
 			src := reflect.New(typ)
 			src.Elem().Set(reflect.ValueOf(v))
-			b := encodeResult(c, src, 1)
+			b, _ := encodeResult(c, src, 1, nil)
 			if b == nil {
 				t.Fatal("not encodable")
 			}
 			fresh := func() reflect.Value {
 				d := reflect.New(typ).Elem()
-				if _, err := decodeResult(c, b, d); err != nil {
+				if _, err := decodeResult(c, b, d, nil); err != nil {
 					t.Fatal(err)
 				}
 				return d
@@ -134,7 +134,7 @@ func TestMemoCopiesShareNothingConcurrently(t *testing.T) {
 					defer wg.Done()
 					for i := range 30 {
 						d := reflect.New(typ).Elem()
-						if _, err := m.Decode(key, c, b, d); err != nil {
+						if _, err := m.Decode(key, c, b, d, nil); err != nil {
 							t.Error(err)
 							return
 						}

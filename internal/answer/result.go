@@ -2,6 +2,7 @@ package answer
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/binary"
 	"errors"
 	"reflect"
@@ -18,9 +19,12 @@ import (
 //
 //	byte     resultFormat
 //	uvarint  RowsAffected
-//	byte     how times are restored (timesAsDecoded, timesUTC)
-//	byte     how the destination is encoded (destByCodec, destTypedMaps)
-//	rest     the destination, as the region's codec or typedMaps wrote it
+//	byte     how times are restored (timesAsDecoded, timesUTC, timesZoned)
+//	byte     how the destination is encoded (destByCodec, destTypedMaps,
+//	         destCompact, destRows)
+//	         with timesZoned, the zone block (zones.go)
+//	rest     the destination, as the region's codec, typedMaps or rows
+//	         wrote it
 //
 // so that a hit fills the destination, RowsAffected and the not-found error
 // exactly as the query did.
@@ -29,12 +33,14 @@ const resultFormat = 1
 const (
 	timesAsDecoded byte = iota // the codec already restores them (or there are none)
 	timesUTC                   // every time was in UTC: convert after decoding
+	timesZoned                 // the zone block says where each time was
 )
 
 const (
 	destByCodec   byte = iota // the destination's own type, through the codec
 	destTypedMaps             // map[string]any rows, with each value's Go type kept
 	destCompact               // the destination's own type, msgpack with structs as arrays
+	destRows                  // the database's rows, scanned again on a hit (carry.go)
 )
 
 var errResultFormat = errors.New("dogpile: cached answer of another format")
@@ -45,21 +51,51 @@ var errResultFormat = errors.New("dogpile: cached answer of another format")
 type Result struct {
 	fresh reflect.Value // pointer to the value the query scanned
 	rows  int64         // the query's RowsAffected
-	raw   []byte        // the encoding; nil when it cannot be restored value for value
+	raw   []byte        // the encoding; nil when the answer is not stored
+	err   error         // the scan's error, given with the answer
+	why   string        // why raw is nil
 }
 
-// NewResult encodes the answer fresh (a pointer to what the query scanned,
-// which nobody writes afterwards) with codec c.
-func NewResult(c region.Codec, fresh reflect.Value, rows int64) *Result {
-	return &Result{fresh: fresh, rows: rows, raw: encodeResult(c, fresh, rows)}
+// Reasons an answer is not stored (Result.Why).
+const (
+	// WhyScanError: the query failed while its rows were scanned. The
+	// callers get what GORM gives (the rows scanned and the error).
+	WhyScanError = "scan error"
+	// WhyUnencodable: the codec could not encode the answer.
+	WhyUnencodable = "unencodable value"
+	// WhyUntypedValue: a value held in a map row, or sent by the driver,
+	// is of a type the cache cannot restore exactly.
+	WhyUntypedValue = "value of an unrestorable type"
+)
+
+// NewResult encodes an answer with codec c: fresh points to what the query
+// scanned (which nobody writes afterwards), rows is its RowsAffected, and
+// sent the rows the database sent, when StoredAsRows says that is how
+// answers of fresh's type are kept (nil otherwise). scanErr is an error the
+// scan returned: the answer is then given to the callers with that error,
+// and not stored.
+func NewResult(c region.Codec, fresh reflect.Value, rows int64, sent *Rows, scanErr error) *Result {
+	q := &Result{fresh: fresh, rows: rows, err: scanErr}
+	if scanErr != nil {
+		q.why = WhyScanError
+		return q
+	}
+	q.raw, q.why = encodeResult(c, fresh, rows, sent)
+	return q
 }
 
-// Payload implements region.Payloader: ok is false for an answer that
-// cannot be stored.
+// Payload implements region.Payloader: ok is false for an answer that is
+// not stored (Why says why).
 func (q *Result) Payload() ([]byte, bool) { return q.raw, q.raw != nil }
+
+// Why returns why the answer is not stored, or "" when it is.
+func (q *Result) Why() string { return q.why }
 
 // Rows returns the answer's RowsAffected.
 func (q *Result) Rows() int64 { return q.rows }
+
+// Err returns the error the query's scan gave with the answer, if any.
+func (q *Result) Err() error { return q.err }
 
 // For returns the answer for one of the callers the region hands it to
 // (region.Loader's Adopt), or false when that caller must run its own
@@ -116,58 +152,86 @@ var (
 	timeType     = reflect.TypeOf(time.Time{})
 )
 
-// encodeResult encodes the answer in fresh (a pointer), or returns nil when
-// it cannot be restored value for value.
-func encodeResult(c region.Codec, fresh reflect.Value, rows int64) []byte {
+// encodeResult encodes the answer in fresh (a pointer), or returns nil and
+// the reason when it cannot be restored value for value.
+func encodeResult(c region.Codec, fresh reflect.Value, rows int64, sent *Rows) ([]byte, string) {
 	b := []byte{resultFormat}
 	b = binary.AppendUvarint(b, uint64(rows))
 	t := fresh.Elem().Type()
-	if t == mapType || t == mapSliceType {
+	switch {
+	case t == mapType || t == mapSliceType:
 		body, err := encodeTypedMaps(c, fresh.Elem())
 		if err != nil {
-			return nil
+			return nil, whyOf(err)
 		}
-		return append(append(b, timesAsDecoded, destTypedMaps), body...)
-	}
-	mode := timesAsDecoded
-	if w := timeWalkerFor(t); w != nil {
-		utc, local := 0, 0
-		w(fresh.Elem(), func(tm *time.Time) {
-			switch {
-			case tm.IsZero():
-			case tm.Location() == time.UTC:
-				utc++
-			case tm.Location() == time.Local:
-				local++
-			default:
-				utc, local = -1<<30, -1<<30 // another zone: cannot be restored
-			}
-		})
-		switch {
-		case utc < 0:
-			return nil
-		case utc > 0 && local > 0:
-			return nil
-		case utc > 0:
-			mode = timesUTC
+		return append(append(b, timesAsDecoded, destTypedMaps), body...), ""
+	case sent != nil:
+		body, err := sent.encode(c)
+		if err != nil {
+			return nil, whyOf(err)
 		}
+		return append(append(b, timesAsDecoded, destRows), body...), ""
 	}
+	mode, zones := timeModeOf(t, fresh.Elem())
+	kind := destByCodec
 	if _, ok := c.(region.MsgpackCodec); ok {
 		// With the default codec, structs are written as arrays rather than
 		// maps of field names: a third of the size and much faster to read.
 		// It is safe here because the key holds the type's fingerprint, so
 		// bytes are only ever read back into the same struct shape.
-		body, err := compactMarshal(fresh.Interface())
-		if err != nil {
-			return nil
-		}
-		return append(append(b, mode, destCompact), body...)
+		kind = destCompact
 	}
-	body, err := c.Marshal(fresh.Interface())
+	b = append(b, mode, kind)
+	if mode == timesZoned {
+		b = zones.appendBlock(b)
+	}
+	var body []byte
+	var err error
+	if kind == destCompact {
+		body, err = compactMarshal(fresh.Interface())
+	} else {
+		body, err = c.Marshal(fresh.Interface())
+	}
 	if err != nil {
-		return nil
+		return nil, WhyUnencodable
 	}
-	return append(append(b, mode, destByCodec), body...)
+	return append(b, body...), ""
+}
+
+// whyOf names the reason an encoding error gives.
+func whyOf(err error) string {
+	if errors.Is(err, errUntyped) {
+		return WhyUntypedValue
+	}
+	return WhyUnencodable
+}
+
+// timeModeOf says how the times in v (of type t) are restored, with the
+// zone block when they are in several locations or in others than UTC and
+// Local.
+func timeModeOf(t reflect.Type, v reflect.Value) (byte, *zoneRecorder) {
+	w := timeWalkerFor(t)
+	if w == nil {
+		return timesAsDecoded, nil
+	}
+	zr := &zoneRecorder{}
+	w(v, zr.add)
+	utc, local := 0, 0
+	for _, ref := range zr.refs {
+		switch ref {
+		case 0:
+			utc++
+		case 1:
+			local++
+		}
+	}
+	switch {
+	case zr.other || (utc > 0 && local > 0):
+		return timesZoned, zr
+	case utc > 0:
+		return timesUTC, nil
+	}
+	return timesAsDecoded, nil
 }
 
 // compactMarshal encodes v as msgpack with structs as arrays.
@@ -202,8 +266,17 @@ func resultHeader(b []byte) (rows int64, mode, kind byte, body []byte, err error
 	return int64(r), b[1+n], b[2+n], b[3+n:], nil
 }
 
-// decodeResult fills dest (addressable) from b and returns RowsAffected.
-func decodeResult(c region.Codec, b []byte, dest reflect.Value) (int64, error) {
+// Rescanner scans rows the database sent into a destination, as the query's
+// own scan did. The GORM plugin's loaders implement it with GORM's scan; it
+// is how answers stored as rows (StoredAsRows) are read back.
+type Rescanner interface {
+	// Rescan fills dest (addressable) from rows, and closes them.
+	Rescan(dest reflect.Value, rows *sql.Rows) error
+}
+
+// decodeResult fills dest (addressable) from b and returns RowsAffected; rs
+// reads answers stored as rows.
+func decodeResult(c region.Codec, b []byte, dest reflect.Value, rs Rescanner) (int64, error) {
 	rows, mode, kind, body, err := resultHeader(b)
 	if err != nil {
 		return 0, err
@@ -213,7 +286,18 @@ func decodeResult(c region.Codec, b []byte, dest reflect.Value) (int64, error) {
 		if err := decodeTypedMaps(c, body, dest); err != nil {
 			return 0, err
 		}
+	case destRows:
+		if err := decodeRows(c, body, dest, rs); err != nil {
+			dest.SetZero()
+			return 0, err
+		}
 	case destByCodec, destCompact:
+		var za *zoneApplier
+		if mode == timesZoned {
+			if za, body, err = parseZoneBlock(body); err != nil {
+				return 0, err
+			}
+		}
 		// Decode in place over a zeroed destination, as a fresh scan would
 		// fill it; on failure leave it zeroed, never half-written.
 		dest.SetZero()
@@ -222,19 +306,39 @@ func decodeResult(c region.Codec, b []byte, dest reflect.Value) (int64, error) {
 		} else {
 			err = c.Unmarshal(body, dest.Addr().Interface())
 		}
+		if err == nil {
+			err = restoreTimes(dest, mode, za)
+		}
 		if err != nil {
 			dest.SetZero()
 			return 0, err
-		}
-		if mode == timesUTC {
-			if w := timeWalkerFor(dest.Type()); w != nil {
-				w(dest, toUTC)
-			}
 		}
 	default:
 		return 0, errResultFormat
 	}
 	return rows, nil
+}
+
+// restoreTimes puts the times of a decoded dest back where they were.
+func restoreTimes(dest reflect.Value, mode byte, za *zoneApplier) error {
+	if mode == timesAsDecoded {
+		return nil
+	}
+	w := timeWalkerFor(dest.Type())
+	switch {
+	case w == nil:
+		return nil
+	case mode == timesUTC:
+		w(dest, toUTC)
+		return nil
+	case mode == timesZoned && za != nil:
+		w(dest, za.apply)
+		if za.err == nil && len(za.refs) != 0 {
+			za.err = errZoneBlock
+		}
+		return za.err
+	}
+	return errResultFormat
 }
 
 func toUTC(tm *time.Time) {
