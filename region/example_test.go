@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -216,4 +217,52 @@ func ExampleWithAsyncRegeneration() {
 	// served: old <nil>
 	// served: old <nil>
 	// stored: new creator calls: 1
+}
+
+// A creator's panic keeps its stack. The caller whose creator panicked
+// panics again with a *PanicError, in its own goroutine; every caller that
+// waited on that creator gets an error holding the same *PanicError.
+func ExamplePanicError() {
+	ctx := context.Background()
+	r := region.New(memory.New())
+
+	release := make(chan struct{})
+	buggyCreator := func(context.Context) (User, error) {
+		<-release
+		var byID map[int64]User
+		byID[1] = User{ID: 1} // a bug: assignment to a nil map
+		return byID[1], nil
+	}
+
+	recovered := make(chan any, 1)
+	go func() {
+		defer func() { recovered <- recover() }()
+		_, _ = region.GetOrCreate(ctx, r, "user:1", buggyCreator)
+	}()
+	for r.Stats().Misses < 1 { // the first caller leads...
+		time.Sleep(time.Millisecond)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		_, err := region.GetOrCreate(ctx, r, "user:1", buggyCreator)
+		waited <- err
+	}()
+	for r.Stats().LockWaits < 1 { // ...and the second waits for its value
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+
+	pe := (<-recovered).(*region.PanicError)
+	fmt.Println("the leader recovered:", pe.Value)
+	fmt.Println("its stack names the creator:", strings.Contains(string(pe.Stack), "ExamplePanicError.func1"))
+
+	err := <-waited
+	var wpe *region.PanicError
+	fmt.Println("the waiter's error is ErrCreatorPanicked:", errors.Is(err, region.ErrCreatorPanicked))
+	fmt.Println("it holds the same PanicError:", errors.As(err, &wpe) && wpe == pe)
+	// Output:
+	// the leader recovered: assignment to entry in nil map
+	// its stack names the creator: true
+	// the waiter's error is ErrCreatorPanicked: true
+	// it holds the same PanicError: true
 }

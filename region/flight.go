@@ -33,9 +33,8 @@ type flight struct {
 	stamps  [][]byte
 	// run is the creator run's number (Region.creations); 0 when the value
 	// was found stored rather than made.
-	run      int64
-	panicVal any    // non-nil when the creator panicked
-	stack    []byte // where it panicked
+	run   int64
+	panic *PanicError // non-nil when the creator panicked
 }
 
 // found records a stored value that a re-read found fresh.

@@ -3,7 +3,6 @@ package region
 import (
 	"context"
 	"fmt"
-	"runtime/debug"
 )
 
 // The dogpile lock. For each backend key at most one creator runs at a time
@@ -189,11 +188,11 @@ func (r *Region) landClaims(ck callKeys, cs []claim) {
 
 // awaited is what the flights a caller waited on left it to do.
 type awaited struct {
-	err      error // the first flight error for a key the caller has no value for
-	panicked *flight
-	retry    []int // keys with nothing usable for this caller: look again
-	timedOut []int // keys whose wait budget ran out
-	refused  []int // keys whose shared value Adopt would not take
+	err      error       // the first flight error for a key the caller has no value for
+	panicked *PanicError // the caller's own creator panicked
+	retry    []int       // keys with nothing usable for this caller: look again
+	timedOut []int       // keys whose wait budget ran out
+	refused  []int       // keys whose shared value Adopt would not take
 }
 
 // outcome is what is left to do for a key once its flight has landed and
@@ -208,19 +207,19 @@ const (
 	refused                 // Adopt would not take a shared value
 )
 
-// note records the outcome of the key at index i.
-func (a *awaited) note(i int, fl *flight, o outcome, err error) {
+// note records the outcome of w.
+func (a *awaited) note(w wait, o outcome, err error) {
 	switch o {
 	case failed:
 		if a.err == nil {
 			a.err = err
 		}
 	case panicked:
-		a.panicked = fl
+		a.panicked = w.fl.panic
 	case retry:
-		a.retry = append(a.retry, i)
+		a.retry = append(a.retry, w.i)
 	case refused:
-		a.refused = append(a.refused, i)
+		a.refused = append(a.refused, w.i)
 	}
 }
 
@@ -239,7 +238,7 @@ func (r *Region) await(ctx context.Context, ck callKeys, l Loader, co *callOptio
 			continue
 		}
 		o, err := r.handOff(ck.keys[w.i], l, s, w)
-		a.note(w.i, w.fl, o, err)
+		a.note(w, o, err)
 	}
 	return r.settle(ctx, ck, l, co, &a, attempt)
 }
@@ -249,11 +248,11 @@ func (r *Region) await(ctx context.Context, ck callKeys, l Loader, co *callOptio
 func (r *Region) handOff(key string, l Loader, s *snapshot, w wait) (outcome, error) {
 	fl := w.fl
 	switch {
-	case fl.panicVal != nil:
+	case fl.panic != nil:
 		if w.own {
 			return panicked, nil
 		}
-		return failed, fmt.Errorf("region %s: key %q: %w: %v", r.name, key, ErrCreatorPanicked, fl.panicVal)
+		return failed, fmt.Errorf("region %s: key %q: %w", r.name, key, fl.panic)
 	case fl.err != nil:
 		if w.stale {
 			// A caller that holds a stale value keeps it when its
@@ -292,7 +291,7 @@ func (r *Region) handOff(key string, l Loader, s *snapshot, w wait) (outcome, er
 // usable are looked up again (made unlocked after maxRetries).
 func (r *Region) settle(ctx context.Context, ck callKeys, l Loader, co *callOptions, a *awaited, attempt int) error {
 	if a.panicked != nil {
-		panic(a.panicked.panicVal)
+		panic(a.panicked) // in the caller's goroutine, with the creator's stack
 	}
 	if a.err != nil {
 		return a.err
@@ -376,13 +375,13 @@ func (r *Region) creatorContext(callerCtx context.Context) (context.Context, con
 }
 
 // landAll ends a regeneration: a panic of the creator (p, from recover)
-// becomes every flight's result, the backend locks are released and the
-// flights land.
+// becomes every flight's result, as a *PanicError with the creator's stack;
+// the backend locks are released and the flights land.
 func (r *Region) landAll(ctx context.Context, cancel context.CancelFunc, ck callKeys, led []claim, locks map[string]Mutex, p any) {
 	if p != nil {
-		stack := debug.Stack()
+		pe := newPanicError(p)
 		for _, c := range led {
-			c.fl.panicVal, c.fl.stack = p, stack
+			c.fl.panic = pe
 		}
 	}
 	for _, m := range locks {

@@ -130,16 +130,6 @@ func (r *Region) Backend() Backend { return r.backend }
 // Expiration returns the region's default expiration; zero means never.
 func (r *Region) Expiration() time.Duration { return r.expiration }
 
-// Errors returned by a Region.
-var (
-	// ErrWaitTimeout is returned when a caller waited longer than the wait
-	// timeout for another caller's value and WithoutWaitFallback is set.
-	ErrWaitTimeout = errors.New("region: timed out waiting for another caller's value")
-	// ErrCreatorPanicked is returned to the callers that waited on a creator
-	// that panicked; the caller whose creator it was gets the panic itself.
-	ErrCreatorPanicked = errors.New("region: creator panicked")
-)
-
 // entryKey is the backend key of a caller's key.
 func (r *Region) entryKey(key string) string {
 	return r.entryPrefix + r.mangled(key)

@@ -502,8 +502,9 @@ func (s *suite) testCreatorPanic(t *testing.T) {
 	}()
 	eventually(t, "waiter to wait", func() bool { return r.Stats().LockWaits >= 1 })
 	close(release)
-	if p := <-leaderPanic; p != "creator bug" {
-		t.Fatalf("leader recovered %v; want the creator's panic", p)
+	p := <-leaderPanic
+	if pe, ok := p.(*region.PanicError); !ok || pe.Value != "creator bug" {
+		t.Fatalf("leader recovered %#v; want the creator's panic in a *region.PanicError", p)
 	}
 	if err := <-waiterErr; !errors.Is(err, region.ErrCreatorPanicked) {
 		t.Fatalf("waiter got %v; want ErrCreatorPanicked", err)
