@@ -26,9 +26,65 @@ type Statement struct {
 	Reads, Writes []string
 	// Locking is set for SELECT … FOR UPDATE / FOR SHARE and the like.
 	Locking bool
-	// Savepoint is set for SAVEPOINT name, RollbackTo for ROLLBACK TO
-	// [SAVEPOINT] name, Release for RELEASE [SAVEPOINT] name.
+	// Savepoint is set for SAVEPOINT name, RollbackTo for ROLLBACK
+	// [WORK|TRANSACTION] TO [SAVEPOINT] name, Release for RELEASE
+	// [SAVEPOINT] name.
 	Savepoint, RollbackTo, Release string
+	// Tx lists the transaction-control statements of the text (BEGIN,
+	// COMMIT, SET TRANSACTION ISOLATION LEVEL, …), in order; nil when it
+	// has none.
+	Tx []TxOp
+}
+
+// TxOpKind is what a transaction-control statement does.
+type TxOpKind uint8
+
+// Transaction-control statements.
+const (
+	// TxBegin opens a transaction: BEGIN [WORK|TRANSACTION|DEFERRED|…],
+	// START TRANSACTION, and the new transaction of COMMIT/ROLLBACK AND
+	// CHAIN.
+	TxBegin TxOpKind = iota + 1
+	// TxCommit commits: COMMIT [WORK|TRANSACTION], END [WORK|TRANSACTION]
+	// (not COMMIT PREPARED, which commits another session's transaction).
+	TxCommit
+	// TxRollback rolls back the whole transaction: ROLLBACK
+	// [WORK|TRANSACTION] without TO, ABORT (not ROLLBACK PREPARED).
+	TxRollback
+	// TxPrepare is PREPARE TRANSACTION (two-phase commit): the transaction
+	// leaves the session, to be committed later from any session.
+	TxPrepare
+	// TxIsolation sets an isolation level: SET TRANSACTION ISOLATION LEVEL,
+	// SET SESSION CHARACTERISTICS AS TRANSACTION …, SET [SESSION|GLOBAL]
+	// TRANSACTION …, SET default_transaction_isolation / transaction_isolation
+	// / tx_isolation, SET TRANSACTION SNAPSHOT.
+	TxIsolation
+)
+
+// Isolation is an isolation level named by a statement.
+type Isolation uint8
+
+// Isolation levels.
+const (
+	IsolationUnnamed         Isolation = iota // none named: the connection's default
+	IsolationReadUncommitted                  // READ UNCOMMITTED
+	IsolationReadCommitted                    // READ COMMITTED
+	IsolationRepeatableRead                   // REPEATABLE READ
+	IsolationSerializable                     // SERIALIZABLE
+	IsolationSnapshot                         // SNAPSHOT, WITH CONSISTENT SNAPSHOT, SET TRANSACTION SNAPSHOT
+	IsolationUnknown                          // named, but not readable here (a quoted value, a word not known)
+)
+
+// TxOp is one transaction-control statement.
+type TxOp struct {
+	Kind TxOpKind
+	// Level is the isolation level a TxBegin or TxIsolation names.
+	Level Isolation
+	// Session is set for a TxIsolation that changes the default of the
+	// session (or of the server), not only the current or next transaction.
+	// The variable forms (SET transaction_isolation = …) count as session
+	// changes: their scope differs between servers.
+	Session bool
 }
 
 // Scan reads sql. It is forgiving: text it cannot follow is skipped.
@@ -45,29 +101,36 @@ func Scan(sql string) Statement {
 		st.Kind = Read
 	case "INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "TRUNCATE", "UPSERT":
 		st.Kind = Write
-	case "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "RESET", "DISCARD", "DEALLOCATE", "PREPARE", "EXECUTE", "LISTEN", "UNLISTEN", "NOTIFY":
+	case "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "SET", "RESET", "DISCARD", "DEALLOCATE", "PREPARE", "EXECUTE", "LISTEN", "UNLISTEN", "NOTIFY":
 		st.Kind = Control
 	default:
 		st.Kind = Unknown
 	}
+	st.Tx = txOps(toks)
 	switch first {
 	case "SAVEPOINT":
 		if len(toks) > 1 {
 			st.Savepoint = toks[1].name()
 		}
-		return st
 	case "RELEASE":
 		if n := nameAfter(toks[1:], "SAVEPOINT"); n != "" {
 			st.Release = n
 		}
-		return st
 	case "ROLLBACK":
-		if len(toks) > 1 && toks[1].upper() == "TO" {
-			st.RollbackTo = nameAfter(toks[2:], "SAVEPOINT")
+		rest := toks[1:]
+		if len(rest) > 0 && (rest[0].upper() == "WORK" || rest[0].upper() == "TRANSACTION") {
+			rest = rest[1:]
 		}
-		return st
+		if len(rest) > 0 && rest[0].upper() == "TO" {
+			st.RollbackTo = nameAfter(rest[1:], "SAVEPOINT")
+		}
 	}
 
+	wrote := func() { // a write makes any statement but an unknown one a Write
+		if st.Kind != Unknown {
+			st.Kind = Write
+		}
+	}
 	add := func(list *[]string, name string) {
 		for _, n := range *list {
 			if n == name {
@@ -82,7 +145,7 @@ func Scan(sql string) Statement {
 			if i > 0 && toks[i-1].upper() == "DELETE" {
 				if n, _ := tableAt(toks, i+1); n != "" {
 					add(&st.Writes, n)
-					st.Kind = max(st.Kind, Write)
+					wrote()
 				}
 				continue
 			}
@@ -111,7 +174,7 @@ func Scan(sql string) Statement {
 				case "INSERT", "REPLACE", "MERGE", "UPSERT", "IGNORE", "OR":
 					if n, _ := intoTableAt(toks, i+1); n != "" {
 						add(&st.Writes, n)
-						st.Kind = max(st.Kind, Write)
+						wrote()
 					}
 				}
 			}
@@ -139,7 +202,7 @@ func Scan(sql string) Statement {
 				}
 				if n, _ := tableAt(toks, j); n != "" {
 					add(&st.Writes, n)
-					st.Kind = max(st.Kind, Write)
+					wrote()
 				}
 			}
 		case "SHARE":
@@ -161,6 +224,7 @@ func Scan(sql string) Statement {
 					break
 				}
 				add(&st.Writes, n)
+				wrote()
 				j = next
 				if j < len(toks) && toks[j].text == "," {
 					j++
@@ -261,6 +325,8 @@ func (t token) ident() bool {
 
 func (t token) name() string { return t.text }
 
+func (t token) semicolon() bool { return !t.quoted && t.text == ";" }
+
 // tokenize splits sql into identifiers (quoted ones unquoted), words and
 // single punctuation characters, dropping literals, numbers, parameters and
 // comments.
@@ -351,4 +417,172 @@ func dollarQuote(s string) string {
 		}
 	}
 	return ""
+}
+
+// txOps finds the transaction-control statements of toks: the statements
+// starting the text or following a semicolon. A CREATE statement's text is
+// a body (a procedure's BEGIN … COMMIT; … END) that does not run now.
+func txOps(toks []token) []TxOp {
+	if toks[0].upper() == "CREATE" {
+		return nil
+	}
+	var ops []TxOp
+	for s := 0; s < len(toks); s++ {
+		if s > 0 && !toks[s-1].semicolon() || toks[s].semicolon() {
+			continue
+		}
+		e := s
+		for e < len(toks) && !toks[e].semicolon() {
+			e++
+		}
+		ops = appendTxOps(ops, toks[s:e])
+	}
+	return ops
+}
+
+// appendTxOps appends the transaction control that the statement st (its
+// tokens, without the semicolon) does.
+func appendTxOps(ops []TxOp, st []token) []TxOp {
+	kw := func(i int) string {
+		if i < len(st) {
+			return st[i].upper()
+		}
+		return ""
+	}
+	switch kw(0) {
+	case "BEGIN":
+		switch kw(1) {
+		case "", "WORK", "TRANSACTION", "TRAN", "DEFERRED", "IMMEDIATE", "EXCLUSIVE",
+			"ISOLATION", "READ", "NOT", "DEFERRABLE", "DISTRIBUTED":
+			return append(ops, TxOp{Kind: TxBegin, Level: isolationIn(st)})
+		}
+	case "START":
+		if kw(1) == "TRANSACTION" {
+			return append(ops, TxOp{Kind: TxBegin, Level: isolationIn(st)})
+		}
+	case "COMMIT", "END":
+		switch kw(1) {
+		case "", "WORK", "TRANSACTION", "TRAN", "AND":
+			ops = append(ops, TxOp{Kind: TxCommit})
+			return appendChain(ops, st)
+		}
+	case "ROLLBACK", "ABORT":
+		i := 1
+		if k := kw(1); k == "WORK" || k == "TRANSACTION" || k == "TRAN" {
+			i = 2
+		}
+		switch kw(i) {
+		case "", "AND":
+			ops = append(ops, TxOp{Kind: TxRollback})
+			return appendChain(ops, st)
+		}
+	case "PREPARE":
+		if kw(1) == "TRANSACTION" {
+			return append(ops, TxOp{Kind: TxPrepare})
+		}
+	case "SET":
+		i, session := 1, false
+		switch kw(1) {
+		case "SESSION", "GLOBAL", "LOCAL", "PERSIST", "PERSIST_ONLY":
+			i, session = 2, true
+		}
+		switch k := kw(i); {
+		case k == "CHARACTERISTICS": // SET SESSION CHARACTERISTICS AS TRANSACTION …
+			if l := isolationIn(st); l != IsolationUnnamed {
+				return append(ops, TxOp{Kind: TxIsolation, Level: l, Session: true})
+			}
+		case k == "TRANSACTION":
+			if kw(i+1) == "SNAPSHOT" {
+				return append(ops, TxOp{Kind: TxIsolation, Level: IsolationSnapshot, Session: session})
+			}
+			if l := isolationIn(st); l != IsolationUnnamed {
+				return append(ops, TxOp{Kind: TxIsolation, Level: l, Session: session})
+			}
+		case i < len(st) && isolationVariable(st[i].text):
+			// SET [SESSION] default_transaction_isolation {=|TO} value
+			j := i + 1
+			if k := kw(j); k == "=" || k == "TO" {
+				j++
+			}
+			var words []string
+			for ; j < len(st); j++ {
+				if !st[j].ident() {
+					break
+				}
+				words = append(words, strings.ToUpper(strings.ReplaceAll(st[j].text, "-", " ")))
+			}
+			l := levelOf(strings.Join(words, " "))
+			if l == IsolationUnnamed {
+				l = IsolationUnknown // the value was a literal, dropped by the tokenizer
+			}
+			return append(ops, TxOp{Kind: TxIsolation, Level: l, Session: true})
+		}
+	}
+	return ops
+}
+
+// appendChain appends the transaction that COMMIT/ROLLBACK AND CHAIN opens:
+// it keeps its predecessor's level, which is not known here.
+func appendChain(ops []TxOp, st []token) []TxOp {
+	for i := 1; i+1 < len(st); i++ {
+		if st[i].upper() == "AND" && st[i+1].upper() == "CHAIN" {
+			return append(ops, TxOp{Kind: TxBegin, Level: IsolationUnknown})
+		}
+	}
+	return ops
+}
+
+// isolationVariable reports the server variables that hold an isolation
+// level (PostgreSQL's and MySQL's).
+func isolationVariable(name string) bool {
+	switch strings.ToLower(name) {
+	case "default_transaction_isolation", "transaction_isolation", "tx_isolation":
+		return true
+	}
+	return false
+}
+
+// isolationIn returns the level an ISOLATION LEVEL clause of st names,
+// IsolationSnapshot for WITH CONSISTENT SNAPSHOT, or IsolationUnnamed.
+func isolationIn(st []token) Isolation {
+	for i := 0; i < len(st); i++ {
+		switch st[i].upper() {
+		case "ISOLATION":
+			if i+1 < len(st) && st[i+1].upper() == "LEVEL" {
+				var words []string
+				for j := i + 2; j < len(st) && j < i+4; j++ {
+					words = append(words, st[j].upper())
+				}
+				for n := len(words); n > 0; n-- {
+					if l := levelOf(strings.Join(words[:n], " ")); l != IsolationUnnamed {
+						return l
+					}
+				}
+				return IsolationUnknown
+			}
+		case "CONSISTENT":
+			if i+1 < len(st) && st[i+1].upper() == "SNAPSHOT" {
+				return IsolationSnapshot
+			}
+		}
+	}
+	return IsolationUnnamed
+}
+
+// levelOf reads an isolation level's name (upper case, words separated by
+// one space), or returns IsolationUnnamed.
+func levelOf(name string) Isolation {
+	switch name {
+	case "READ UNCOMMITTED":
+		return IsolationReadUncommitted
+	case "READ COMMITTED":
+		return IsolationReadCommitted
+	case "REPEATABLE READ":
+		return IsolationRepeatableRead
+	case "SERIALIZABLE":
+		return IsolationSerializable
+	case "SNAPSHOT":
+		return IsolationSnapshot
+	}
+	return IsolationUnnamed
 }
