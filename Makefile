@@ -6,7 +6,7 @@ STATICCHECK_VERSION ?= v0.8.2
 # repeated on their own below.
 RACE_COUNT ?= 20
 
-.PHONY: demo test deps vet staticcheck unit race-repeat bench fmt-check
+.PHONY: demo test deps vet staticcheck unit forced race-repeat bench fmt-check
 
 demo:
 	$(GO) run ./examples/quickstart
@@ -14,7 +14,7 @@ demo:
 ## test: everything CI runs — formatting, vet, staticcheck, the full test
 ## suite under the race detector (real Redis and PostgreSQL included), and the
 ## concurrency suites repeated $(RACE_COUNT) times.
-test: deps fmt-check vet staticcheck unit race-repeat
+test: deps fmt-check vet staticcheck unit forced race-repeat
 
 deps:
 	@bash scripts/install-test-deps.sh
@@ -31,6 +31,14 @@ staticcheck:
 
 unit:
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+## forced: the root package's suite again with FromCache and RelationshipCache
+## forced on every query (internal/dbtest/force.go): a parity check of the
+## cache against GORM over every test.
+forced:
+	@log=$$(mktemp); DOGPILE_FORCE_CACHE=1 $(GO) test -race -count=1 -timeout 30m -v . >$$log 2>&1; rc=$$?; \
+	grep -E '^(--- FAIL|FAIL|ok |panic:|forced-cache mode)' $$log; \
+	if [ $$rc -ne 0 ]; then tail -n 150 $$log; fi; rm -f $$log; exit $$rc
 
 race-repeat:
 	$(GO) test -race -count=$(RACE_COUNT) -timeout 30m -run 'TestRegionSuite' ./backends/memory/

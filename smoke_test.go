@@ -1,6 +1,7 @@
 package dogpile_test
 
 import (
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -12,7 +13,13 @@ import (
 	"github.com/dogpile-go/dogpile/region"
 )
 
-func TestMain(m *testing.M) { os.Exit(testharness.Main(m)) }
+func TestMain(m *testing.M) {
+	code := testharness.Main(m)
+	if r := dbtest.ForceReport(); r != "" {
+		fmt.Println(r)
+	}
+	os.Exit(code)
+}
 
 type SmokeUser struct {
 	ID        uint

@@ -45,6 +45,7 @@ func SQLite(t testing.TB) *DB {
 	if err != nil {
 		t.Fatal(err)
 	}
+	force(t, db)
 	return &DB{DB: db, Pool: pool, Dialect: "sqlite"}
 }
 
@@ -63,6 +64,7 @@ func Postgres(t testing.TB) *DB {
 	if err != nil {
 		t.Fatal(err)
 	}
+	force(t, db)
 	return &DB{DB: db, Pool: pool, Dialect: "postgres"}
 }
 
