@@ -229,9 +229,7 @@ func ExamplePanicError() {
 	release := make(chan struct{})
 	buggyCreator := func(context.Context) (User, error) {
 		<-release
-		var byID map[int64]User
-		byID[1] = User{ID: 1} // a bug: assignment to a nil map
-		return byID[1], nil
+		panic("no row scanned") // a bug in the creator
 	}
 
 	recovered := make(chan any, 1)
@@ -261,7 +259,7 @@ func ExamplePanicError() {
 	fmt.Println("the waiter's error is ErrCreatorPanicked:", errors.Is(err, region.ErrCreatorPanicked))
 	fmt.Println("it holds the same PanicError:", errors.As(err, &wpe) && wpe == pe)
 	// Output:
-	// the leader recovered: assignment to entry in nil map
+	// the leader recovered: no row scanned
 	// its stack names the creator: true
 	// the waiter's error is ErrCreatorPanicked: true
 	// it holds the same PanicError: true

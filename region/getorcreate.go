@@ -16,7 +16,9 @@ var noOptions = &callOptions{}
 // runs create and the others wait for its result.
 //
 // Errors from create are returned to every caller that waited on that run,
-// and nothing is cached. Backend errors are never returned: they cost a miss.
+// and nothing is cached. A panic in create is raised again in the caller
+// whose run it was, as a *PanicError; the callers that waited on that run
+// get an error holding it (see PanicError). Backend errors are never returned: they cost a miss.
 // A value that cannot be decoded is a miss, counted in Stats. A value that
 // cannot be encoded is not stored; the callers that waited for it are all
 // given that same value (copy it before changing it if T holds pointers,
