@@ -1,6 +1,7 @@
 package region
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 )
@@ -9,7 +10,8 @@ import (
 // system clock costs as much as a tenth of a hit on some machines, and a hit
 // needs the time only to check expiry, so while the region is in use a
 // goroutine of its own refreshes a coarse reading every clockTick; it stops
-// after a second without readers and starts again on the next one.
+// after a second without readers and starts again on the next one. Once the
+// region is closed, no refresher starts again: every reading is precise.
 //
 // The coarse reading lags the true time by at most a tick. Values are dated
 // with it, so they can only look older than they are; invalidations are
@@ -17,9 +19,10 @@ import (
 // invalidation is always older than it, and one made just after may be taken
 // for older: a wasted miss, never a stale hit.
 //
-// Every field is atomic: readers and the refresher share them without a
-// lock.
+// bg is set by New and read-only afterwards; the other fields are atomic:
+// readers and the refresher share them without a lock.
 type clock struct {
+	bg      *background  // the region's: runs the refresher
 	now     atomic.Int64 // the coarse reading, while running
 	running atomic.Bool  // a refresher goroutine runs
 	used    atomic.Bool  // read since the refresher's last tick
@@ -30,6 +33,8 @@ const (
 	clockIdle = 1000 // ticks without a reader before the refresher stops
 )
 
+// nanos returns the coarse reading while the refresher runs; otherwise the
+// precise time, starting the refresher unless the region is closed.
 func (c *clock) nanos() int64 {
 	if c.running.Load() {
 		if !c.used.Load() {
@@ -38,10 +43,12 @@ func (c *clock) nanos() int64 {
 		return c.now.Load()
 	}
 	now := time.Now().UnixNano()
-	if c.running.CompareAndSwap(false, true) {
+	if !c.bg.closed.Load() && c.running.CompareAndSwap(false, true) {
 		c.now.Store(now)
 		c.used.Store(true)
-		go c.refresh()
+		if !c.bg.start(c.refresh) {
+			c.running.Store(false) // the region closed meanwhile
+		}
 	}
 	return now
 }
@@ -49,11 +56,19 @@ func (c *clock) nanos() int64 {
 // precise returns the exact time, for invalidations.
 func (c *clock) precise() int64 { return time.Now().UnixNano() }
 
-func (c *clock) refresh() {
+// refresh refreshes the coarse reading every tick, until it has had no
+// reader for clockIdle ticks or ctx is done (Close).
+func (c *clock) refresh(ctx context.Context) {
 	t := time.NewTicker(clockTick)
 	defer t.Stop()
 	idle := 0
-	for range t.C {
+	for {
+		select {
+		case <-ctx.Done():
+			c.running.Store(false)
+			return
+		case <-t.C:
+		}
 		c.now.Store(time.Now().UnixNano())
 		if c.used.Swap(false) {
 			idle = 0

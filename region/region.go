@@ -67,9 +67,13 @@ type Region struct {
 	// unconfirmed holds tags whose invalidation could not be written to the
 	// backend (see tags.go); unconfirmed.mu guards them.
 	unconfirmed unconfirmedTags
+	// bg runs the region's own goroutines, until Close; bg.mu orders their
+	// starts before Close's wait.
+	bg background
 }
 
-// New returns a region that keeps its values in backend.
+// New returns a region that keeps its values in backend. While in use, the
+// region runs goroutines of its own; Close stops them.
 func New(backend Backend, opts ...Option) *Region {
 	r := &Region{
 		backend:     backend,
@@ -95,11 +99,32 @@ func New(backend Backend, opts ...Option) *Region {
 	}
 	r.flights.m = make(map[string]*flight)
 	r.unconfirmed.r = r
+	r.bg.init()
+	r.clock.bg = &r.bg
 	r.tagRefs = otter.Must(&otter.Options[string, *tagRef]{
 		MaximumSize: maxTagRefs,
 		Executor:    func(fn func()) { fn() }, // drains on the reader's goroutine, not one of their own
 	})
 	return r
+}
+
+// Close stops the goroutines that the region runs by itself and waits for
+// them to return: the coarse clock's refresher, and the retrier of tag
+// invalidations that could not be written to the backend (see
+// InvalidateTags). It returns nil, and may be called more than once, and
+// concurrently. It does not close the backend.
+//
+// A closed region still works: calls behave as before, reading the precise
+// clock instead of the coarse one, but no goroutine of the region's starts
+// again. An invalidation still unconfirmed when the region closes is no
+// longer retried by it, but its tags stay bypassed in this process (their
+// values are neither served nor stored), so nothing stale is served; an
+// InvalidateTags of those tags that reaches the backend confirms them.
+// Regenerations started by calls (WithAsyncRegeneration's among them) are
+// not the region's: each ends with its creator.
+func (r *Region) Close() error {
+	r.bg.close()
+	return nil
 }
 
 // nanos returns the time in Unix nanoseconds.

@@ -30,8 +30,8 @@ import (
 // itself out, values live their normal life again.
 //
 // An invalidation that cannot be written (the backend is down) is kept and
-// retried in the background; until it lands, values depending on its tags are
-// neither served nor stored.
+// retried in the background, until it lands or the region is closed; until
+// it lands, values depending on its tags are neither served nor stored.
 
 // A tag's counter and pending marker share a Redis Cluster hash tag, so they
 // live in one slot; different tags spread over the cluster.
@@ -189,8 +189,9 @@ func (r *Region) prepareStamps(ctx context.Context, s *snapshot) {
 
 // InvalidateTags makes every value stored with any of tags a miss, in every
 // process that shares the backend. If the backend cannot be written, the
-// invalidation is retried in the background until it lands, values depending
-// on those tags are bypassed meanwhile, and the error is returned.
+// invalidation is retried in the background until it lands (or the region
+// is closed), values depending on those tags are bypassed in this process
+// meanwhile, and the error is returned.
 func (r *Region) InvalidateTags(ctx context.Context, tags ...string) error {
 	return r.bump(ctx, tags, 0)
 }
@@ -280,16 +281,19 @@ func pendingCount(b []byte) int64 {
 }
 
 // unconfirmedTags are tags whose invalidation did not reach the backend.
+// While one is unconfirmed, the region bypasses values depending on it in
+// this process, and a goroutine of the region's (retry) bumps it until it
+// lands or the region is closed.
 type unconfirmedTags struct {
-	r *Region // set by New
+	r *Region // set by New; read-only afterwards
 
 	// has mirrors len(tags) > 0 so that the common case, nothing
 	// unconfirmed, costs one atomic load on the read path.
 	has atomic.Bool
 
-	mu      sync.Mutex
-	tags    map[string]struct{} // guarded by mu
-	retrier bool                // guarded by mu; a retry goroutine is running
+	mu      sync.Mutex          // guards tags and retrier
+	tags    map[string]struct{} // the unconfirmed tags
+	retrier bool                // a retry goroutine is running
 }
 
 func (u *unconfirmedTags) add(tag string) {
@@ -301,8 +305,7 @@ func (u *unconfirmedTags) add(tag string) {
 	u.tags[tag] = struct{}{}
 	u.has.Store(true)
 	if !u.retrier {
-		u.retrier = true
-		go u.retry()
+		u.retrier = u.r.bg.start(u.retry)
 	}
 }
 
@@ -331,25 +334,29 @@ func (u *unconfirmedTags) any(tags []string) bool {
 	return false
 }
 
-// retry bumps every unconfirmed tag with backoff until all have landed.
-func (u *unconfirmedTags) retry() {
+// retry bumps every unconfirmed tag with backoff until all have landed, or
+// until ctx is done (Close): it sleeps on ctx, and its backend calls run on
+// it.
+func (u *unconfirmedTags) retry(ctx context.Context) {
 	delay := 50 * time.Millisecond
+	sleep := time.NewTimer(delay)
+	defer sleep.Stop()
 	for {
-		time.Sleep(delay)
-		u.mu.Lock()
-		tags := make([]string, 0, len(u.tags))
-		for t := range u.tags {
-			tags = append(tags, t)
-		}
-		if len(tags) == 0 {
+		select {
+		case <-ctx.Done():
+			u.mu.Lock()
 			u.retrier = false
 			u.mu.Unlock()
 			return
+		case <-sleep.C:
 		}
-		u.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		tags := u.listOrStop()
+		if len(tags) == 0 {
+			return
+		}
+		bctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		for _, t := range tags {
-			if _, err := u.r.backend.Incr(ctx, u.r.tagKey(t)); err == nil {
+			if _, err := u.r.backend.Incr(bctx, u.r.tagKey(t)); err == nil {
 				u.remove(t)
 			}
 		}
@@ -357,5 +364,23 @@ func (u *unconfirmedTags) retry() {
 		if delay < 2*time.Second {
 			delay *= 2
 		}
+		sleep.Reset(delay)
 	}
+}
+
+// listOrStop returns the unconfirmed tags. When there are none it returns
+// nil and records that the retrier stops, under the same lock, so that the
+// next add starts another.
+func (u *unconfirmedTags) listOrStop() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	tags := make([]string, 0, len(u.tags))
+	for t := range u.tags {
+		tags = append(tags, t)
+	}
+	if len(tags) == 0 {
+		u.retrier = false
+		return nil
+	}
+	return tags
 }
