@@ -162,10 +162,11 @@ type Loader interface {
 
 // Payloader is implemented by values a Loader creates that encode
 // themselves: the region stores the bytes Payload returns instead of running
-// the codec, and hands them to Loader.Decode as they are. ok false means the
-// value cannot be stored; it still reaches the callers through Adopt.
+// the codec, and hands them to Loader.Decode as they are. An error means the
+// value is not stored (it still reaches the callers through Adopt); wrap
+// ErrPartial or ErrUnencodable in it to say why (Stats.NotStoredBy).
 type Payloader interface {
-	Payload() (b []byte, ok bool)
+	Payload() ([]byte, error)
 }
 
 // Load is GetOrCreateMulti for a Loader: it fills the destinations of keys

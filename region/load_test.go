@@ -16,7 +16,7 @@ import (
 // it, so the callers that waited for its making are handed the value itself.
 type unstorable struct{ n *int }
 
-func (unstorable) Payload() ([]byte, bool) { return nil, false }
+func (unstorable) Payload() ([]byte, error) { return nil, region.ErrUnencodable }
 
 // sharingLoader makes one unstorable value per Create (after release is
 // closed), and copies or refuses values made by other callers.

@@ -16,12 +16,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/maypok86/otter/v2"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/maypok86/otter/v2"
 )
 
 // Region is a named cache over a Backend. It is safe for concurrent use.
@@ -580,22 +581,30 @@ func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption)
 func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, i int, co *callOptions, lock Mutex) []byte {
 	var payload []byte
 	if p, ok := v.(Payloader); ok {
-		b, ok := p.Payload()
-		if !ok {
-			r.stats.notStored.Add(1)
+		b, err := p.Payload()
+		if err != nil {
+			if errors.Is(err, ErrPartial) {
+				r.stats.notStoredBy(&r.stats.partial)
+			} else {
+				r.stats.notStoredBy(&r.stats.unencodable)
+			}
 			return nil
 		}
 		payload = b
 	} else {
 		b, err := r.codec.Marshal(v)
 		if err != nil {
-			r.stats.errors.Add(1)
+			r.stats.notStoredBy(&r.stats.unencodable)
 			return nil
 		}
 		payload = b
 	}
-	if s.bypass || (co.shouldCache != nil && !co.shouldCache(v)) {
-		r.stats.notStored.Add(1)
+	switch {
+	case s.bypass:
+		r.stats.notStoredBy(&r.stats.bypassed)
+		return payload
+	case co.shouldCache != nil && !co.shouldCache(v):
+		r.stats.notStoredBy(&r.stats.shouldCache)
 		return payload
 	}
 	var fence *Guard
@@ -607,7 +616,7 @@ func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, i in
 	if err != nil {
 		r.stats.errors.Add(1)
 	} else if !ok {
-		r.stats.notStored.Add(1)
+		r.stats.notStoredBy(&r.stats.tagsChanged)
 	}
 	return payload
 }
@@ -706,33 +715,6 @@ func (r *Region) compareAndSet(ctx context.Context, key string, attempts int, ne
 		}
 	}
 	return last, false, nil
-}
-
-// Stats counts what the region did since it was made.
-type Stats struct {
-	Hits           int64 // fresh values served
-	Misses         int64 // calls that found no usable value
-	StaleServed    int64 // expired or soft-invalidated values served during regeneration
-	Regenerations  int64 // creator runs
-	LockWaits      int64 // callers that waited for another caller's value
-	DecodeFailures int64 // stored values that could not be read back (treated as misses)
-	Errors         int64 // backend errors (never returned by GetOrCreate: they cost a miss)
-	NotStored      int64 // created values not stored: should-cache false, or tags changed meanwhile
-}
-
-// counters are what Stats reports; every one is atomic.
-type counters struct {
-	hits, misses, staleServed, regenerations, lockWaits, decodeFailures, errors, notStored atomic.Int64
-}
-
-// Stats returns a snapshot of the region's counters.
-func (r *Region) Stats() Stats {
-	c := &r.stats
-	return Stats{
-		Hits: c.hits.Load(), Misses: c.misses.Load(), StaleServed: c.staleServed.Load(),
-		Regenerations: c.regenerations.Load(), LockWaits: c.lockWaits.Load(),
-		DecodeFailures: c.decodeFailures.Load(), Errors: c.errors.Load(), NotStored: c.notStored.Load(),
-	}
 }
 
 func collect(opts []CallOption) *callOptions {

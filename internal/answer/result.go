@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"reflect"
 	"sync"
 	"time"
@@ -84,9 +85,18 @@ func NewResult(c region.Codec, fresh reflect.Value, rows int64, sent *Rows, scan
 	return q
 }
 
-// Payload implements region.Payloader: ok is false for an answer that is
-// not stored (Why says why).
-func (q *Result) Payload() ([]byte, bool) { return q.raw, q.raw != nil }
+// Payload implements region.Payloader: an answer that is not stored gives
+// an error saying why (wrapping region.ErrPartial for a scan that failed,
+// region.ErrUnencodable otherwise).
+func (q *Result) Payload() ([]byte, error) {
+	switch {
+	case q.raw != nil:
+		return q.raw, nil
+	case q.why == WhyScanError:
+		return nil, fmt.Errorf("%w: %w", region.ErrPartial, q.err)
+	}
+	return nil, fmt.Errorf("%w: %s", region.ErrUnencodable, q.why)
+}
 
 // Why returns why the answer is not stored, or "" when it is.
 func (q *Result) Why() string { return q.why }
