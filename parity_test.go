@@ -13,6 +13,10 @@ package dogpile_test
 // locations and nil-versus-empty slices included), RowsAffected, the error
 // and the number of AfterFind calls, and counts the statements that reached
 // the database.
+//
+// The cases of parity_types_test.go (column types the codec cannot carry,
+// time zones, scans that fail) run in the same matrix; its zone cases also
+// run on databases whose driver is set to return other zones.
 
 import (
 	"database/sql"
@@ -151,6 +155,12 @@ func paritySeed(t *testing.T, db *gorm.DB) {
 // plugin.
 func paritySetup(t *testing.T, db *dbtest.DB, names ...string) (map[string]*region.Region, *gorm.DB) {
 	t.Helper()
+	return paritySetupWith(t, db, paritySeed, names...)
+}
+
+// paritySetupWith is paritySetup with the data that seed makes.
+func paritySetupWith(t *testing.T, db *dbtest.DB, seed func(*testing.T, *gorm.DB), names ...string) (map[string]*region.Region, *gorm.DB) {
+	t.Helper()
 	regions := make(map[string]*region.Region, len(names))
 	for _, n := range names {
 		if regions[n] != nil {
@@ -172,7 +182,7 @@ func paritySetup(t *testing.T, db *dbtest.DB, names ...string) (map[string]*regi
 	}
 	dbtest.Must(t, err)
 	dbtest.Must(t, db.Use(dogpile.New(regions)))
-	paritySeed(t, db.DB)
+	seed(t, db.DB)
 	db.Pool.Reset()
 	return regions, bare
 }
@@ -195,6 +205,13 @@ type parityCase struct {
 	// destination that already holds values): every run reaches the
 	// database and the region is never used, and the answer still matches.
 	bypass bool
+	// scanErr marks a query that fails while GORM scans its rows: the plain
+	// query returns an error other than ErrRecordNotFound, with the rows it
+	// scanned, and every run must give exactly that (rows, RowsAffected and
+	// the error, message and wrapping). Nothing is stored: every run, hits
+	// included, reaches the database (queries statements), each one adds
+	// one to the region's NotStored, and the region has no hits.
+	scanErr bool
 	// check sanity-checks the plain answer, so that a case tests what it
 	// says it tests.
 	check func(t *testing.T, dest any, rows int64)
@@ -775,75 +792,119 @@ func fmtValue(v reflect.Value) string {
 // The matrix
 
 func TestParityMatrix(t *testing.T) {
-	cases := parityCases()
-	names := make([]string, len(cases))
-	for i, c := range cases {
-		names[i] = c.name
-	}
 	dbtest.Each(t, func(t *testing.T, db *dbtest.DB) {
-		regions, bare := paritySetup(t, db, names...)
-		for _, c := range cases {
-			t.Run(c.name, func(t *testing.T) {
-				want := c.queries
-				if want == 0 {
-					want = 1
-				}
-				r := regions[c.name]
-
-				bareRes := parityRun(db.Pool, func() *gorm.DB { return bare }, c.run)
-				plain := parityRun(db.Pool, func() *gorm.DB { return db.DB }, c.run)
-				miss := parityRun(db.Pool, func() *gorm.DB { return db.Scopes(fromCache(c.name)) }, c.run)
-				hit := parityRun(db.Pool, func() *gorm.DB { return db.Scopes(fromCache(c.name)) }, c.run)
-
-				// The plain answer is GORM's: the expected error, and the
-				// same as with no plugin at all.
-				if plain.panic != "" {
-					t.Fatalf("plain query panicked: %s", plain.panic)
-				}
-				if c.notFound != errors.Is(plain.err, gorm.ErrRecordNotFound) || (!c.notFound && plain.err != nil) {
-					t.Fatalf("plain query: error %v (want ErrRecordNotFound: %v)", plain.err, c.notFound)
-				}
-				if c.notFound && plain.rows != 0 {
-					t.Errorf("plain query: not found with RowsAffected %d", plain.rows)
-				}
-				if c.check != nil {
-					c.check(t, plain.dest, plain.rows)
-				}
-				parityCompare(t, "without plugin vs plain", bareRes, plain, c.notFound)
-				if bareRes.queries != want || plain.queries != want {
-					t.Errorf("statements: %d without plugin, %d plain; want %d", bareRes.queries, plain.queries, want)
-				}
-
-				parityCompare(t, "miss", plain, miss, c.notFound)
-				if miss.queries != want {
-					t.Errorf("miss: %d statements reached the database; want %d", miss.queries, want)
-				}
-				// Hits after the first are copies of the decoded answer
-				// (memo.go): what a caller does to its answer, scribbled
-				// over here, must reach no other caller.
-				for i, what := range []string{"hit", "second hit", "third hit"} {
-					if i > 0 {
-						hit = parityRun(db.Pool, func() *gorm.DB { return db.Scopes(fromCache(c.name)) }, c.run)
-					}
-					parityCompare(t, what, plain, hit, c.notFound)
-					if c.bypass {
-						if hit.queries != want || r.Stats() != (region.Stats{}) {
-							t.Errorf("bypass: %s made %d statements with region stats %+v; want %d and an unused region", what, hit.queries, r.Stats(), want)
-						}
-					} else if hit.queries != c.hitQ {
-						t.Errorf("%s: %d statements reached the database; want %d", what, hit.queries, c.hitQ)
-					}
-					scribble(reflect.ValueOf(hit.dest))
-				}
-				if s := r.Stats(); !c.bypass && (s.DecodeFailures != 0 || s.NotStored != 0 || s.Errors != 0 || s.Hits == 0) {
-					t.Errorf("region stats %+v: want hits, no decode failures, nothing left unstored, no errors", s)
-				}
-				if t.Failed() {
-					t.Logf("region stats %+v; statements: plain %d, miss %d, hit %d", r.Stats(), plain.queries, miss.queries, hit.queries)
-				}
-			})
+		// The main database runs every case; the zone cases of
+		// parity_types_test.go also run on databases whose driver is set to
+		// return other zones (parityEnvs).
+		for _, env := range parityEnvs(t, db) {
+			names := make([]string, len(env.cases))
+			for i, c := range env.cases {
+				names[i] = c.name
+			}
+			regions, bare := paritySetupWith(t, env.db, env.seed, names...)
+			for _, c := range env.cases {
+				t.Run(c.name, func(t *testing.T) { parityRunCase(t, env.db, bare, regions[c.name], c) })
+			}
 		}
 	})
+}
+
+// parityRunCase runs one case of the matrix on db (bare: the same pool
+// without the plugin; r: the case's region).
+func parityRunCase(t *testing.T, db *dbtest.DB, bare *gorm.DB, r *region.Region, c parityCase) {
+	t.Helper()
+	want := c.queries
+	if want == 0 {
+		want = 1
+	}
+	compare := func(what string, want, got parityResult) {
+		t.Helper()
+		if c.scanErr {
+			parityCompareScanErr(t, what, want, got)
+		} else {
+			parityCompare(t, what, want, got, c.notFound)
+		}
+	}
+
+	bareRes := parityRun(db.Pool, func() *gorm.DB { return bare }, c.run)
+	plain := parityRun(db.Pool, func() *gorm.DB { return db.DB }, c.run)
+	notStored := r.Stats().NotStored
+	miss := parityRun(db.Pool, func() *gorm.DB { return db.Scopes(fromCache(c.name)) }, c.run)
+	if c.scanErr {
+		if s := r.Stats(); s.NotStored != notStored+1 {
+			t.Errorf("miss: region NotStored %d → %d; want one more (a scan error is not stored)", notStored, s.NotStored)
+		}
+		notStored = r.Stats().NotStored
+	}
+	hit := parityRun(db.Pool, func() *gorm.DB { return db.Scopes(fromCache(c.name)) }, c.run)
+
+	// The plain answer is GORM's: the expected error, and the
+	// same as with no plugin at all.
+	if plain.panic != "" {
+		t.Fatalf("plain query panicked: %s", plain.panic)
+	}
+	if c.scanErr {
+		if plain.err == nil || errors.Is(plain.err, gorm.ErrRecordNotFound) {
+			t.Fatalf("plain query: error %v; want a scan error", plain.err)
+		}
+	} else if c.notFound != errors.Is(plain.err, gorm.ErrRecordNotFound) || (!c.notFound && plain.err != nil) {
+		t.Fatalf("plain query: error %v (want ErrRecordNotFound: %v)", plain.err, c.notFound)
+	}
+	if c.notFound && plain.rows != 0 {
+		t.Errorf("plain query: not found with RowsAffected %d", plain.rows)
+	}
+	if c.check != nil {
+		c.check(t, plain.dest, plain.rows)
+	}
+	compare("without plugin vs plain", bareRes, plain)
+	if bareRes.queries != want || plain.queries != want {
+		t.Errorf("statements: %d without plugin, %d plain; want %d", bareRes.queries, plain.queries, want)
+	}
+
+	compare("miss", plain, miss)
+	if miss.queries != want {
+		t.Errorf("miss: %d statements reached the database; want %d", miss.queries, want)
+	}
+	// Hits after the first are copies of the decoded answer
+	// (memo.go): what a caller does to its answer, scribbled
+	// over here, must reach no other caller.
+	for i, what := range []string{"hit", "second hit", "third hit"} {
+		if i > 0 {
+			hit = parityRun(db.Pool, func() *gorm.DB { return db.Scopes(fromCache(c.name)) }, c.run)
+		}
+		compare(what, plain, hit)
+		switch {
+		case c.bypass:
+			if hit.queries != want || r.Stats() != (region.Stats{}) {
+				t.Errorf("bypass: %s made %d statements with region stats %+v; want %d and an unused region", what, hit.queries, r.Stats(), want)
+			}
+		case c.scanErr:
+			// Nothing was stored: the "hit" is another miss.
+			if hit.queries != want {
+				t.Errorf("%s: %d statements reached the database; want %d (a scan error is not stored)", what, hit.queries, want)
+			}
+			if s := r.Stats(); s.NotStored != notStored+1 {
+				t.Errorf("%s: region NotStored %d → %d; want one more (a scan error is not stored)", what, notStored, s.NotStored)
+			}
+			notStored = r.Stats().NotStored
+		case hit.queries != c.hitQ:
+			t.Errorf("%s: %d statements reached the database; want %d", what, hit.queries, c.hitQ)
+		}
+		scribble(reflect.ValueOf(hit.dest))
+	}
+	s := r.Stats()
+	switch {
+	case c.bypass:
+	case c.scanErr:
+		if s.Hits != 0 || s.DecodeFailures != 0 || s.Errors != 0 {
+			t.Errorf("region stats %+v: want no hits, no decode failures, no errors", s)
+		}
+	case s.DecodeFailures != 0 || s.NotStored != 0 || s.Errors != 0 || s.Hits == 0:
+		t.Errorf("region stats %+v: want hits, no decode failures, nothing left unstored, no errors", s)
+	}
+	if t.Failed() {
+		t.Logf("region stats %+v; statements: plain %d, miss %d, hit %d", r.Stats(), plain.queries, miss.queries, hit.queries)
+	}
 }
 
 // ---------------------------------------------------------------------------
