@@ -20,6 +20,35 @@ type nilValuer struct{ s *string }
 
 func (n *nilValuer) Value() (driver.Value, error) { return *n.s, nil } // panics on a nil receiver
 
+// Valuers for FuzzBindValues: keyed by their type and by what Value sends.
+
+// centsValuer has a value receiver: it, and a pointer to it, are Valuers.
+type centsValuer int64
+
+func (c centsValuer) Value() (driver.Value, error) { return int64(c) * 100, nil }
+
+// refValuer has a pointer receiver only.
+type refValuer struct{ s string }
+
+func (r *refValuer) Value() (driver.Value, error) { return "ref:" + r.s, nil }
+
+// errValuer's Value fails.
+type errValuer string
+
+func (e errValuer) Value() (driver.Value, error) {
+	return nil, fmt.Errorf("errValuer %q cannot be sent", string(e))
+}
+
+// timeValuer sends a time in the zone it names by offset.
+type timeValuer struct {
+	unix   int64
+	offset int
+}
+
+func (v timeValuer) Value() (driver.Value, error) {
+	return time.Unix(v.unix, 0).In(time.FixedZone("", v.offset)), nil
+}
+
 func encodeVars(vars ...any) []byte {
 	var b []byte
 	for _, v := range vars {
@@ -110,19 +139,26 @@ func TestValuerKeyedByWhatItSends(t *testing.T) {
 }
 
 // FuzzBindValues: two lists of bind values have the same key encoding only
-// if they are the same values of the same types.
+// if they are the same values of the same types (sameBinds), and then
+// always.
 func FuzzBindValues(f *testing.F) {
 	f.Add(int64(1), "1", uint8(0), int64(1), "1", uint8(1))
 	f.Add(int64(0), "", uint8(2), int64(0), "", uint8(3))
 	f.Add(int64(-7), "a", uint8(4), int64(-7), "a", uint8(5))
+	// Valuers: against each other and against what they send.
+	f.Add(int64(3), "x", uint8(15), int64(300), "x", uint8(0))
+	f.Add(int64(3), "x", uint8(16), int64(3), "ref:x", uint8(1))
+	f.Add(int64(3), "x", uint8(17), int64(3), "y", uint8(17))
+	f.Add(int64(3), "x", uint8(18), int64(6), "x", uint8(18))
+	f.Add(int64(0), "x", uint8(19), int64(0), "x", uint8(15))
+	f.Add(int64(5), "x", uint8(20), int64(5), "x", uint8(7))
+	f.Add(int64(2), "x", uint8(21), int64(4), "y", uint8(21))
 	f.Fuzz(func(t *testing.T, n1 int64, s1 string, k1 uint8, n2 int64, s2 string, k2 uint8) {
 		v1, v2 := pick(n1, s1, k1), pick(n2, s2, k2)
 		e1, e2 := encodeVars(v1...), encodeVars(v2...)
-		same := reflect.DeepEqual(v1, v2) && fmt.Sprintf("%T", v1) == fmt.Sprintf("%T", v2)
-		for i := range v1 {
-			if i < len(v2) && reflect.TypeOf(v1[i]) != reflect.TypeOf(v2[i]) {
-				same = false
-			}
+		same := len(v1) == len(v2)
+		for i := 0; same && i < len(v1); i++ {
+			same = sameBind(v1[i], v2[i])
 		}
 		if bytes.Equal(e1, e2) != same {
 			t.Fatalf("vars %#v and %#v: encodings equal=%v, values equal=%v", v1, v2, bytes.Equal(e1, e2), same)
@@ -130,10 +166,42 @@ func FuzzBindValues(f *testing.F) {
 	})
 }
 
+// sameBind reports whether a and b are the same bind value: of the same
+// type, and for a driver.Valuer sending the same value (or failing, or
+// panicking, with the same message), as keys.go promises; otherwise
+// reflect.DeepEqual, which follows pointers to what they point at.
+func sameBind(a, b any) bool {
+	if reflect.TypeOf(a) != reflect.TypeOf(b) {
+		return false
+	}
+	va, aok := a.(driver.Valuer)
+	vb, bok := b.(driver.Valuer)
+	if aok && bok {
+		sa, ea := sendOf(va)
+		sb, eb := sendOf(vb)
+		return ea == eb && (ea != "" || sameBind(sa, sb))
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+// sendOf calls Value, turning an error or a panic into its message.
+func sendOf(v driver.Valuer) (sent driver.Value, failure string) {
+	defer func() {
+		if p := recover(); p != nil {
+			failure = fmt.Sprintf("panic: %v", p)
+		}
+	}()
+	sent, err := v.Value()
+	if err != nil {
+		return nil, "error: " + err.Error()
+	}
+	return sent, ""
+}
+
 // pick turns fuzz inputs into a list of bind values of varied types.
 func pick(n int64, s string, kind uint8) []any {
 	one := func(k uint8) any {
-		switch k % 15 {
+		switch k % 22 {
 		case 0:
 			return n
 		case 1:
@@ -166,6 +234,27 @@ func pick(n int64, s string, kind uint8) []any {
 			return &s
 		case 13:
 			return []int64{n, int64(len(s))}
+		case 15: // a Valuer with a value receiver
+			return centsValuer(n)
+		case 16: // a pointer to a Valuer with a pointer receiver
+			return &refValuer{s}
+		case 17: // a Valuer whose Value fails
+			return errValuer(s)
+		case 18: // a Valuer whose Value panics on a nil receiver
+			if n%2 == 0 {
+				return (*nilValuer)(nil)
+			}
+			return &nilValuer{&s}
+		case 19: // a pointer to a value-receiver Valuer, nil or not
+			if n%3 == 0 {
+				return (*centsValuer)(nil)
+			}
+			c := centsValuer(n)
+			return &c
+		case 20: // a Valuer sending a time in a fixed zone
+			return timeValuer{n % 1e10, int(n%50_000) - 25_000}
+		case 21: // a Valuer of the standard library, sending NULL when not Valid
+			return sql.NullString{String: s, Valid: n%2 == 0}
 		default:
 			return fmt.Sprint(n)
 		}
