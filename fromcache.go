@@ -24,9 +24,14 @@ type fromCache struct {
 	tables        []string // WithTables, normalised
 }
 
-// WithExpiration overrides the region's expiration for this query;
-// region.NeverExpire keeps its answer fresh until a write invalidates it.
+// WithExpiration overrides the region's expiration for this query (or, in
+// RelationshipCache, for the association's entries). Zero or a negative d
+// (region.NeverExpire among them) means never: the answer stays fresh until
+// a write invalidates it, as region.WithExpiration(0) means for a region.
 func WithExpiration(d time.Duration) Option {
+	if d <= 0 {
+		d = region.NeverExpire
+	}
 	return func(fc *fromCache) { fc.expiration, fc.expirationSet = d, true }
 }
 
