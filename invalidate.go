@@ -3,7 +3,10 @@ package dogpile
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
+	"sync"
+	"weak"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -141,11 +144,13 @@ const (
 // outage never fails a write.
 func (p *Plugin) apply(ctx context.Context, invs []invalidation, ph phase) {
 	ctx = background(ctx)
-	for _, r := range p.regionList {
+	for i, r := range p.regionList {
 		var tags []string
 		all := false
 		for _, inv := range invs {
-			if inv.region != "" && inv.region != r.Name() {
+			// The name the region is registered under: InvalidateKey's,
+			// whatever name the region gave itself.
+			if inv.region != "" && inv.region != p.regionNames[i] {
 				continue
 			}
 			all = all || inv.all
@@ -175,23 +180,78 @@ func (p *Plugin) apply(ctx context.Context, invs []invalidation, ph phase) {
 // pluginOf finds the plugin registered on db.
 func pluginOf(db *gorm.DB) (*Plugin, error) {
 	if db == nil || db.Config == nil {
-		return nil, errNotRegistered
+		return nil, ErrNotRegistered
 	}
 	p, ok := db.Config.Plugins[PluginName].(*Plugin)
 	if !ok {
-		return nil, errNotRegistered
+		return nil, ErrNotRegistered
 	}
 	return p, nil
 }
 
-var errNotRegistered = errors.New("dogpile: plugin not registered on this *gorm.DB (call db.Use(dogpile.New(regions)))")
+// ErrNotRegistered is returned by InvalidateTables and InvalidateKey when
+// given no database: a nil *gorm.DB, or one without a Config. On a database
+// without the plugin they return nil (see InvalidateTables).
+var ErrNotRegistered = errors.New("dogpile: plugin not registered on this *gorm.DB (call db.Use(dogpile.New(regions)))")
+
+// withoutPlugin reports whether db is a database without the plugin, on
+// which InvalidateTables and InvalidateKey have nothing to do; it says so
+// once per database, through the database's logger.
+func withoutPlugin(db *gorm.DB, fn string) bool {
+	if db == nil || db.Config == nil {
+		return false
+	}
+	if _, ok := db.Config.Plugins[PluginName].(*Plugin); ok {
+		return false
+	}
+	cb := db.Callback() // one per gorm.Open, shared by its sessions
+	if cb == nil {
+		warnWithoutPlugin(db, fn)
+		return true
+	}
+	k := weak.Make(cb)
+	if _, said := warnedDBs.LoadOrStore(k, struct{}{}); !said {
+		runtime.AddCleanup(cb, func(k any) { warnedDBs.Delete(k) }, any(k))
+		warnWithoutPlugin(db, fn)
+	}
+	return true
+}
+
+// warnedDBs holds the databases (weakly, by their callbacks) told that the
+// plugin is not registered on them.
+var warnedDBs sync.Map
+
+func warnWithoutPlugin(db *gorm.DB, fn string) {
+	if db.Logger == nil {
+		return
+	}
+	db.Logger.Warn(contextOf(db), "dogpile: %s on a *gorm.DB without the dogpile plugin: nothing is cached through this database, "+
+		"so there is nothing to invalidate; caches that other processes hold (a shared backend) are not invalidated by its writes. "+
+		"Said once for this database.", fn)
+}
+
+func contextOf(db *gorm.DB) context.Context {
+	if db.Statement != nil && db.Statement.Context != nil {
+		return db.Statement.Context
+	}
+	return context.Background()
+}
 
 // InvalidateTables invalidates every cached answer that read any of tables,
 // in every region: for model hooks, and for writes made outside GORM. Called
 // inside a transaction, it takes effect at the commit (and not at all if the
 // transaction rolls back). A cache outage is not reported: the region keeps
 // the invalidation and retries it.
+//
+// On a *gorm.DB without the plugin (a seed script, a migration, an admin
+// tool sharing the models' hooks) it does nothing and returns nil: nothing
+// is cached through that database. It says so once per database, as a
+// warning through the database's logger. It returns ErrNotRegistered for a
+// nil *gorm.DB.
 func InvalidateTables(tx *gorm.DB, tables ...string) error {
+	if withoutPlugin(tx, "InvalidateTables") {
+		return nil
+	}
 	p, err := pluginOf(tx)
 	if err != nil {
 		return err
@@ -206,8 +266,14 @@ func InvalidateTables(tx *gorm.DB, tables ...string) error {
 
 // InvalidateKey invalidates every entry made in the named region with
 // FromCache(…, WithKey(name)), whatever its bind values. Inside a
-// transaction it takes effect at the commit.
+// transaction it takes effect at the commit. It returns an error matching
+// ErrUnknownRegion for a region the plugin was not given. On a *gorm.DB
+// without the plugin it does nothing and returns nil, as InvalidateTables
+// does; it returns ErrNotRegistered for a nil *gorm.DB.
 func InvalidateKey(tx *gorm.DB, regionName, name string) error {
+	if withoutPlugin(tx, "InvalidateKey") {
+		return nil
+	}
 	p, err := pluginOf(tx)
 	if err != nil {
 		return err

@@ -20,9 +20,11 @@ import (
 // it); registering it on a second one is an error: make one for each.
 type Plugin struct {
 	// Set by New; read-only afterwards.
-	regions    map[string]*region.Region
-	regionList []*region.Region // sorted by name, for deterministic invalidation order
-	memo       *answer.Memo     // answers decoded from the regions; nil: disabled
+	regions     map[string]*region.Region
+	regionList  []*region.Region // sorted by name, for deterministic invalidation order
+	regionNames []string         // the names regionList is registered under
+	memo        *answer.Memo     // answers decoded from the regions; nil: disabled
+	configErr   error            // what is wrong with New's arguments; Initialize returns it
 
 	// Set once by Initialize, under initMu, before any callback of the
 	// plugin can run; read-only afterwards.
@@ -52,6 +54,10 @@ var (
 	// ErrAlreadyInitialized is returned by Initialize (and so by db.Use)
 	// for a plugin already registered on another *gorm.DB.
 	ErrAlreadyInitialized = errors.New("dogpile: plugin already registered on a *gorm.DB; make one with New for each")
+	// ErrInvalidConfig is matched by the error Initialize (and so db.Use)
+	// returns for a plugin made by New with no regions, a nil region, or a
+	// region under the empty name; the error names the region.
+	ErrInvalidConfig = errors.New("dogpile: invalid configuration")
 )
 
 // DefaultDecodedCacheBytes is the bound of the decoded-answer memo of a
@@ -74,7 +80,10 @@ func WithDecodedCache(maxBytes int64) PluginOption {
 	return func(c *pluginConfig) { c.decodedBytes = maxBytes }
 }
 
-// New returns the plugin over the named regions. The map is copied.
+// New returns the plugin over the named regions. The map is copied. New
+// never fails: what is wrong with its arguments (no regions, a nil region,
+// a region under the empty name, which InvalidateKey could not name) is
+// returned by db.Use, as an error matching ErrInvalidConfig.
 func New(regions map[string]*region.Region, opts ...PluginOption) *Plugin {
 	c := pluginConfig{decodedBytes: DefaultDecodedCacheBytes}
 	for _, o := range opts {
@@ -82,14 +91,29 @@ func New(regions map[string]*region.Region, opts ...PluginOption) *Plugin {
 	}
 	p := &Plugin{regions: make(map[string]*region.Region, len(regions)), memo: answer.NewMemo(c.decodedBytes)}
 	names := make([]string, 0, len(regions))
-	for name, r := range regions {
-		p.regions[name] = r
+	for name := range regions {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	for _, n := range names {
-		p.regionList = append(p.regionList, p.regions[n])
+	var errs []error
+	if len(regions) == 0 {
+		errs = append(errs, fmt.Errorf("%w: no regions (New(nil) or an empty map): FromCache could name none", ErrInvalidConfig))
 	}
+	for _, n := range names {
+		r := regions[n]
+		switch {
+		case n == "":
+			errs = append(errs, fmt.Errorf("%w: region name \"\" is empty: name every region", ErrInvalidConfig))
+			continue
+		case r == nil:
+			errs = append(errs, fmt.Errorf("%w: region %q is nil", ErrInvalidConfig, n))
+			continue
+		}
+		p.regions[n] = r
+		p.regionList = append(p.regionList, r)
+		p.regionNames = append(p.regionNames, n)
+	}
+	p.configErr = errors.Join(errs...)
 	return p
 }
 
@@ -110,9 +134,14 @@ func (p *Plugin) regionFor(name string) (*region.Region, error) {
 
 // Initialize implements gorm.Plugin: it wraps the connection pool so that
 // commits apply their invalidations before they return, and registers the
-// callbacks of the query and write chains. It returns ErrAlreadyInitialized
-// when the plugin is already registered on a *gorm.DB.
+// callbacks of the query and write chains. It returns an error matching
+// ErrInvalidConfig for a plugin New could not configure, and
+// ErrAlreadyInitialized when the plugin is already registered on a
+// *gorm.DB.
 func (p *Plugin) Initialize(db *gorm.DB) error {
+	if p.configErr != nil {
+		return p.configErr
+	}
 	p.initMu.Lock()
 	defer p.initMu.Unlock()
 	if p.initialized {

@@ -27,13 +27,21 @@ import (
 // after the write; where that cannot be known (raw SQL, an Update over a
 // WHERE clause) it invalidates the whole association. Naming a path that no
 // Preload loads does nothing. Of the options, WithExpiration and
-// IgnoreExpiration apply.
+// IgnoreExpiration apply. A region the plugin was not given is an error
+// matching ErrUnknownRegion, added when the scope is applied: the query
+// does not run, as with FromCache.
 func RelationshipCache(path, regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
 	fc := &fromCache{region: regionName}
 	for _, o := range opts {
 		o(fc)
 	}
 	return func(db *gorm.DB) *gorm.DB {
+		if p, err := pluginOf(db); err == nil {
+			if _, err := p.regionFor(regionName); err != nil {
+				_ = db.AddError(err)
+				return db
+			}
+		}
 		rels := relOptions{path: fc}
 		if v, ok := db.Statement.Settings.Load(relCacheKey{}); ok {
 			for p, o := range v.(relOptions) {
