@@ -99,3 +99,30 @@ func TestConfigRelationshipCacheUnknownRegion(t *testing.T) {
 		}
 	})
 }
+
+// A region-scoped invalidation (InvalidateKey) reaches the region
+// registered under the name it gives, whatever name the region was made
+// with (region.WithName, "default" without it).
+func TestConfigInvalidateKeyByRegisteredName(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *dbtest.DB) {
+		r := region.New(memory.New(), region.WithExpiration(time.Hour)) // named "default"
+		dbtest.Must(t, db.Use(dogpile.New(map[string]*region.Region{"users": r})))
+		dbtest.Must(t, db.AutoMigrate(&cfgUser{}))
+		dbtest.Must(t, db.Create(&cfgUser{Name: "before"}).Error)
+		read := func() string {
+			var u cfgUser
+			dbtest.Must(t, db.Scopes(dogpile.FromCache("users", dogpile.WithKey("one-user"))).First(&u).Error)
+			return u.Name
+		}
+		if got := read(); got != "before" {
+			t.Fatalf("first read: %q", got)
+		}
+		// A write behind the plugin's back, then the invalidation of the key.
+		_, err := db.Pool.DB.Exec("UPDATE cfg_users SET name = 'after'")
+		dbtest.Must(t, err)
+		dbtest.Must(t, dogpile.InvalidateKey(db.DB, "users", "one-user"))
+		if got := read(); got != "after" {
+			t.Errorf("after InvalidateKey(users, one-user): %q; want %q (the entry of the region registered as users)", got, "after")
+		}
+	})
+}
