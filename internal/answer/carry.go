@@ -27,9 +27,12 @@ import (
 //     fields are never filled by a scan and do not count;
 //   - a type GORM scans one column into (one implementing sql.Scanner, or a
 //     field with a serializer) is carried only when every part of it is
-//     exported, or when it marshals itself (msgpack.CustomEncoder,
-//     msgpack.Marshaler, encoding.BinaryMarshaler or encoding.TextMarshaler,
-//     with the matching unmarshaler);
+//     exported, or when it marshals itself losslessly (msgpack.CustomEncoder,
+//     msgpack.Marshaler or encoding.BinaryMarshaler, with the matching
+//     unmarshaler). A text form is not trusted to be exact (decimal's
+//     NullDecimal drops its scale in MarshalText), and msgpack encodes a
+//     type that has one with it: a type with encoding.TextMarshaler and none
+//     of the others is not carried;
 //   - an interface, a func or a channel is never carried exactly, nor is a
 //     field the codec is told to skip (msgpack:"-").
 
@@ -42,7 +45,6 @@ var (
 	binaryMarshalerType = reflect.TypeOf((*encoding.BinaryMarshaler)(nil)).Elem()
 	binaryUnmarshaler   = reflect.TypeOf((*encoding.BinaryUnmarshaler)(nil)).Elem()
 	textMarshalerType   = reflect.TypeOf((*encoding.TextMarshaler)(nil)).Elem()
-	textUnmarshalerType = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
 )
 
 var asRows sync.Map // reflect.Type → bool
@@ -130,6 +132,9 @@ func carriedValue(t reflect.Type, seen map[reflect.Type]bool) bool {
 	if t == timeType || marshalsItself(t) {
 		return true
 	}
+	if implements(t, textMarshalerType) {
+		return false // msgpack would encode it as text, which may not be exact
+	}
 	switch t.Kind() {
 	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
@@ -155,8 +160,14 @@ func carriedValue(t reflect.Type, seen map[reflect.Type]bool) bool {
 	return false // interfaces, funcs, channels, complex numbers, unsafe pointers
 }
 
+// implements reports whether t or *t implements the interface iface.
+func implements(t, iface reflect.Type) bool {
+	return t.Implements(iface) || reflect.PointerTo(t).Implements(iface)
+}
+
 // marshalsItself reports a type msgpack encodes and decodes through its own
-// methods.
+// lossless methods. msgpack prefers these in this order, before
+// encoding.TextMarshaler, so a type that has one of them is encoded with it.
 func marshalsItself(t reflect.Type) bool {
 	pt := reflect.PointerTo(t)
 	impl := func(enc, dec reflect.Type) bool {
@@ -164,6 +175,5 @@ func marshalsItself(t reflect.Type) bool {
 	}
 	return impl(customEncoderType, customDecoderType) ||
 		impl(mpMarshalerType, mpUnmarshalerType) ||
-		impl(binaryMarshalerType, binaryUnmarshaler) ||
-		impl(textMarshalerType, textUnmarshalerType)
+		impl(binaryMarshalerType, binaryUnmarshaler)
 }

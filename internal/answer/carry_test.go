@@ -26,8 +26,8 @@ func (m *money) Scan(src any) error {
 
 func (m money) Value() (driver.Value, error) { return m.cents, nil }
 
-// textual marshals itself: the codec carries it though its field is
-// unexported.
+// textual marshals itself as text: not trusted to be exact, and its field
+// is unexported, so it is not carried.
 type textual struct{ s string }
 
 func (t textual) MarshalText() ([]byte, error)  { return []byte(t.s), nil }
@@ -45,10 +45,27 @@ type carryPlain struct {
 	Nick    sql.NullString
 	Deleted gorm.DeletedAt
 	Raw     json.RawMessage
-	Text    textual
 	Posts   []carryPlain // an association: a model, filled by preloads
 	At      time.Time
 	hidden  *int
+}
+
+type carryText struct {
+	ID   uint
+	Text textual
+}
+
+// binaryText marshals itself losslessly: carried though its field is
+// unexported.
+type binaryText struct{ s string }
+
+func (b binaryText) MarshalBinary() ([]byte, error)  { return []byte(b.s), nil }
+func (b *binaryText) UnmarshalBinary(p []byte) error { b.s = string(p); return nil }
+func (b *binaryText) Scan(src any) error             { b.s, _ = src.(string); return nil }
+
+type carryBinary struct {
+	ID  uint
+	Bin binaryText
 }
 
 type carryMoney struct {
@@ -94,6 +111,8 @@ func TestStoredAsRows(t *testing.T) {
 		{carryPlain{}, false},
 		{[]carryPlain{}, false},
 		{[]*carryPlain{}, false},
+		{carryText{}, true},
+		{carryBinary{}, false},
 		{carryMoney{}, true},
 		{[]carryMoney{}, true},
 		{carryMoneyPtr{}, true},

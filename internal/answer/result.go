@@ -226,19 +226,10 @@ func timeModeOf(t reflect.Type, v reflect.Value) (byte, *zoneRecorder) {
 	}
 	zr := &zoneRecorder{}
 	w(v, zr.add)
-	utc, local := 0, 0
-	for _, ref := range zr.refs {
-		switch ref {
-		case 0:
-			utc++
-		case 1:
-			local++
-		}
-	}
 	switch {
-	case zr.other || (utc > 0 && local > 0):
+	case zr.exact || (zr.utc > 0 && zr.local > 0):
 		return timesZoned, zr
-	case utc > 0:
+	case zr.utc > 0:
 		return timesUTC, nil
 	}
 	return timesAsDecoded, nil

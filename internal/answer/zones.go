@@ -11,7 +11,7 @@ import (
 // decodes every time as Local), so an answer records where each of its
 // times was: nothing when all are Local, one mode byte when all are UTC, and
 // otherwise a zone block listing the location of every non-zero time in the
-// order the time walker visits them:
+// order the time walker visits them (zero instants included):
 //
 //	uvarint  how many locations the block defines
 //	per location: byte zoneFixed or zoneNamed, uvarint length and name,
@@ -85,25 +85,39 @@ func (z zoneSpec) location() *time.Location {
 	return loc
 }
 
-// zoneRecorder collects the zone block of an answer's times.
+// zoneRecorder collects the zone block of an answer's times: the location
+// of every time, zero instants included (msgpack gives a zero instant back
+// in UTC, wherever it was).
 type zoneRecorder struct {
 	specs []zoneSpec
 	index map[*time.Location]uint64 // location → its reference
 	refs  []uint64
-	other bool // a location other than UTC or Local was seen
+	// utc and local count the non-zero times in UTC and Local; exact is set
+	// by a time that only the zone block restores: in another location, or
+	// a zero instant outside UTC.
+	utc, local int
+	exact      bool
 }
 
 func (zr *zoneRecorder) add(t *time.Time) {
-	if t.IsZero() {
-		return
+	loc := t.Location()
+	switch {
+	case t.IsZero() && loc != time.UTC:
+		zr.exact = true
+	case t.IsZero():
+	case loc == time.UTC:
+		zr.utc++
+	case loc == time.Local:
+		zr.local++
+	default:
+		zr.exact = true
 	}
-	switch loc := t.Location(); loc {
+	switch loc {
 	case time.UTC:
 		zr.refs = append(zr.refs, 0)
 	case time.Local:
 		zr.refs = append(zr.refs, 1)
 	default:
-		zr.other = true
 		ref, ok := zr.index[loc]
 		if !ok {
 			if zr.index == nil {
@@ -196,12 +210,9 @@ func parseZoneBlock(b []byte) (*zoneApplier, []byte, error) {
 	return za, b, nil
 }
 
-// apply is the time walker's callback: the next non-zero time takes the
-// next recorded location. A count that does not match sets err.
+// apply is the time walker's callback: the next time takes the next
+// recorded location. A count that does not match sets err.
 func (za *zoneApplier) apply(t *time.Time) {
-	if t.IsZero() {
-		return
-	}
 	if len(za.refs) == 0 {
 		za.err = errZoneBlock
 		return
