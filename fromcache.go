@@ -79,7 +79,10 @@ type preloadingKey struct{}
 //
 // It applies to the finishers that run GORM's query chain (First, Take, Last,
 // Find, Count, Pluck, FirstOrInit, FindInBatches, Raw(…).Find). Row, Rows and
-// Scan return driver rows and bypass the cache. Inside a transaction that has
+// Scan return driver rows and bypass the cache. Raw SQL that writes
+// (UPDATE/INSERT/DELETE … RETURNING, a CTE that writes) is a write: it always
+// runs against the database, is neither answered from nor stored in the
+// cache, and invalidates what it writes. Inside a transaction that has
 // written, and for SELECT … FOR UPDATE, the query goes to the database.
 func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
 	fc := &fromCache{region: regionName}
@@ -94,7 +97,7 @@ func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
 }
 
 // query replaces gorm:query. Queries without FromCache go straight to GORM's
-// own handler.
+// own handler, but for raw SQL that writes (rawWrite).
 func (p *Plugin) query(db *gorm.DB) {
 	if p.relPreloads.Load() > 0 && db.Error == nil {
 		if pc, preloading := db.Statement.Settings.Load(preloadingKey{}); preloading {
@@ -102,6 +105,17 @@ func (p *Plugin) query(db *gorm.DB) {
 				p.relationQuery(db, pc.(*preloadCtx), rels.(relOptions))
 				return
 			}
+		}
+	}
+	// Raw SQL (the only SQL set before the query is built) may write: a
+	// write runs as one, whatever FromCache says. Other queries cost no
+	// look at their SQL.
+	var scan *scanned
+	if db.Statement.SQL.Len() > 0 && db.Error == nil && !db.DryRun {
+		scan = p.scan(db.Statement.SQL.String(), db.Statement.Table)
+		if writesSQL(scan) {
+			p.rawWrite(db, scan)
+			return
 		}
 	}
 	c, ok := db.Statement.Clauses[fromCacheClause]
@@ -122,7 +136,9 @@ func (p *Plugin) query(db *gorm.DB) {
 	stmt := db.Statement
 	tx, foreignTx := txOf(stmt.ConnPool)
 	sql := stmt.SQL.String()
-	scan := p.scan(sql, stmt.Table)
+	if scan == nil {
+		scan = p.scan(sql, stmt.Table)
+	}
 	if _, locking := stmt.Clauses["FOR"]; locking || scan.Locking || foreignTx || (tx != nil && tx.dirty()) || prefilled(stmt.ReflectValue) {
 		p.queryHandle(db)
 		return
@@ -165,6 +181,24 @@ func (p *Plugin) query(db *gorm.DB) {
 		db.AddError(l.err) // a scan that failed: its rows and its error
 	}
 	p.finish(db, l.rowsAffected)
+}
+
+// rawWrite runs raw SQL sent through the query chain that writes as the
+// write it is, whether FromCache is on it or
+// not: against the database, with the same two phases as any write (queued
+// on the plugin's transaction, which it makes dirty, or around the
+// statement outside one). FromCache naming an unknown region is still the
+// error it always is.
+func (p *Plugin) rawWrite(db *gorm.DB, scan *scanned) {
+	if c, ok := db.Statement.Clauses[fromCacheClause]; ok {
+		if _, err := p.regionFor(c.Expression.(fromCacheExpr).fc.region); err != nil {
+			db.AddError(err)
+			return
+		}
+	}
+	p.sqlWrite(db, scan)
+	p.queryHandle(db)
+	p.afterWrite(db)
 }
 
 // prefilled reports a destination that already holds values GORM would

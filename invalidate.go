@@ -26,9 +26,13 @@ import (
 //     statement runs and invalidated after it.
 //
 // Tables come from the statement's table for Create, Update and Delete, and
-// from the SQL text for Exec and Raw(…).Scan. A statement whose effect cannot
-// be read (DDL, CALL, DO…) invalidates every table. Every write also
-// invalidates anyTable, on which queries with unknown tables depend.
+// from the SQL text for Exec, Raw(…).Scan, and raw SQL through the query
+// chain that is not a plain read (Raw("UPDATE … RETURNING …").Find, a CTE
+// that writes: fromcache.go runs it as a write, never from the cache). A
+// statement whose effect cannot be read (DDL, CALL, DO…) invalidates every
+// table. Every write also invalidates anyTable, on which queries with
+// unknown tables depend.
+//
 
 // invalidation is a set of tags to invalidate in one region, or in all
 // regions when region is "". all invalidates the whole region: for
@@ -39,8 +43,8 @@ type invalidation struct {
 	all    bool
 }
 
-// postKey marks a statement written outside a transaction, whose tables are
-// invalidated again after it ran.
+// postKey holds, for a statement written outside a transaction, the
+// invalidations ([]invalidation) to apply again after it ran.
 type postKey struct{ stmt *gorm.Statement }
 
 func (p *Plugin) beforeCreate(db *gorm.DB) {
@@ -86,7 +90,18 @@ func (p *Plugin) beforeSQLWrite(db *gorm.DB) {
 	if db.Error != nil || db.DryRun || db.Statement.SQL.Len() == 0 {
 		return // Row/Rows of a model query: SQL is built later, and reads
 	}
-	st := p.scan(db.Statement.SQL.String(), "")
+	p.sqlWrite(db, p.scan(db.Statement.SQL.String(), ""))
+}
+
+// writesSQL reports raw SQL that the query chain must run as a write: it is
+// not a plain read (UPDATE … RETURNING, a CTE that writes, a statement whose
+// effect is not known, a transaction-control statement).
+func writesSQL(st *scanned) bool { return st.Kind != sqlscan.Read }
+
+// sqlWrite is the first phase of raw SQL, whichever chain runs it: it
+// begins the invalidation of what it writes. afterWrite is the second
+// phase.
+func (p *Plugin) sqlWrite(db *gorm.DB, st *scanned) {
 	if tx, _ := txOf(db.Statement.ConnPool); tx != nil {
 		switch {
 		case st.Savepoint != "":
@@ -111,22 +126,32 @@ func (p *Plugin) beforeSQLWrite(db *gorm.DB) {
 // beginWrite queues inv on the statement's transaction, or, outside one,
 // pre-invalidates now and leaves the second phase to afterWrite.
 func (p *Plugin) beginWrite(db *gorm.DB, inv invalidation) {
-	stmt := db.Statement
-	if tx, _ := txOf(stmt.ConnPool); tx != nil {
+	if tx, _ := txOf(db.Statement.ConnPool); tx != nil {
 		tx.queue(inv)
 		return
 	}
 	// Outside a transaction, or in one the plugin did not open (its commit
 	// cannot be seen): entries filled from now until the second phase live
 	// no longer than the invalidation lease.
-	p.apply(stmt.Context, []invalidation{inv}, phasePre)
-	stmt.Settings.Store(postKey{stmt}, inv)
+	p.around(db, []invalidation{inv})
+}
+
+// around pre-invalidates invs now, and leaves the second phase to
+// afterWrite, once the statement ran.
+func (p *Plugin) around(db *gorm.DB, invs []invalidation) {
+	stmt := db.Statement
+	p.apply(stmt.Context, invs, phasePre)
+	if v, ok := stmt.Settings.Load(postKey{stmt}); ok {
+		invs = append(v.([]invalidation), invs...)
+	}
+	stmt.Settings.Store(postKey{stmt}, invs)
 }
 
 // afterWrite is the second phase of a write made outside a transaction.
 func (p *Plugin) afterWrite(db *gorm.DB) {
-	if v, ok := db.Statement.Settings.LoadAndDelete(postKey{db.Statement}); ok {
-		p.apply(db.Statement.Context, []invalidation{v.(invalidation)}, phasePost)
+	stmt := db.Statement
+	if v, ok := stmt.Settings.LoadAndDelete(postKey{stmt}); ok {
+		p.apply(stmt.Context, v.([]invalidation), phasePost)
 	}
 }
 
