@@ -82,8 +82,13 @@ type preloadingKey struct{}
 // Scan return driver rows and bypass the cache. Raw SQL that writes
 // (UPDATE/INSERT/DELETE … RETURNING, a CTE that writes) is a write: it always
 // runs against the database, is neither answered from nor stored in the
-// cache, and invalidates what it writes. Inside a transaction that has
-// written, and for SELECT … FOR UPDATE, the query goes to the database.
+// cache, and invalidates what it writes. For SELECT … FOR UPDATE, inside a
+// transaction that has written, and inside a snapshot transaction
+// (REPEATABLE READ, SERIALIZABLE or SNAPSHOT; one begun without a level on
+// a PostgreSQL server whose default is one of them; one opened with raw
+// BEGIN on a pinned SQLite connection, or begun on SQLite with a level), the
+// query goes to the database; a READ COMMITTED transaction that has not
+// written may be served from the cache. No transaction's reads fill it.
 func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
 	fc := &fromCache{region: regionName}
 	for _, o := range opts {
@@ -139,7 +144,7 @@ func (p *Plugin) query(db *gorm.DB) {
 	if scan == nil {
 		scan = p.scan(sql, stmt.Table)
 	}
-	if _, locking := stmt.Clauses["FOR"]; locking || scan.Locking || foreignTx || (tx != nil && tx.dirty()) || prefilled(stmt.ReflectValue) {
+	if _, locking := stmt.Clauses["FOR"]; locking || scan.Locking || foreignTx || (tx != nil && !tx.servable()) || prefilled(stmt.ReflectValue) {
 		p.queryHandle(db)
 		return
 	}
@@ -150,8 +155,9 @@ func (p *Plugin) query(db *gorm.DB) {
 	ctx := stmt.Context
 
 	if tx != nil {
-		// In a transaction that has not written: serve what is cached, but
-		// never fill from its snapshot, which may predate the last commit.
+		// In a READ COMMITTED transaction that has not written: serve what
+		// is cached, but never fill from its view, which may predate the
+		// last commit.
 		var rows int64
 		found, _ := r.Peek(ctx, key, func(b []byte) (err error) {
 			rows, err = p.memo.Decode(key, r.Codec(), b, dest, stmtRescanner{stmt})
@@ -183,8 +189,8 @@ func (p *Plugin) query(db *gorm.DB) {
 	p.finish(db, l.rowsAffected)
 }
 
-// rawWrite runs raw SQL sent through the query chain that writes as the
-// write it is, whether FromCache is on it or
+// rawWrite runs raw SQL sent through the query chain that writes (or
+// controls a transaction) as the write it is, whether FromCache is on it or
 // not: against the database, with the same two phases as any write (queued
 // on the plugin's transaction, which it makes dirty, or around the
 // statement outside one). FromCache naming an unknown region is still the

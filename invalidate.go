@@ -2,6 +2,7 @@ package dogpile
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"runtime"
 	"slices"
@@ -33,6 +34,9 @@ import (
 // table. Every write also invalidates anyTable, on which queries with
 // unknown tables depend.
 //
+// Raw transaction control is followed too (txControl): a transaction opened
+// with BEGIN on a pinned connection (db.Connection) queues its writes like
+// one opened through GORM, and its COMMIT applies them around itself.
 
 // invalidation is a set of tags to invalidate in one region, or in all
 // regions when region is "". all invalidates the whole region: for
@@ -43,8 +47,9 @@ type invalidation struct {
 	all    bool
 }
 
-// postKey holds, for a statement written outside a transaction, the
-// invalidations ([]invalidation) to apply again after it ran.
+// postKey holds, for a statement written outside a transaction (or one
+// that commits a raw transaction), the invalidations ([]invalidation) to
+// apply again after it ran.
 type postKey struct{ stmt *gorm.Statement }
 
 func (p *Plugin) beforeCreate(db *gorm.DB) {
@@ -77,7 +82,7 @@ func (p *Plugin) beforeWriteOf(db *gorm.DB, kind writeKind) {
 		return
 	}
 	tx, _ := txOf(stmt.ConnPool)
-	rel, after := p.relationTags(db, kind, t, tx != nil)
+	rel, after := p.relationTags(db, kind, t, tx != nil && tx.open())
 	if after {
 		stmt.Settings.Store(newValuesKey{stmt}, true)
 	}
@@ -95,14 +100,19 @@ func (p *Plugin) beforeSQLWrite(db *gorm.DB) {
 
 // writesSQL reports raw SQL that the query chain must run as a write: it is
 // not a plain read (UPDATE … RETURNING, a CTE that writes, a statement whose
-// effect is not known, a transaction-control statement).
-func writesSQL(st *scanned) bool { return st.Kind != sqlscan.Read }
+// effect is not known) or it controls a transaction.
+func writesSQL(st *scanned) bool { return st.Kind != sqlscan.Read || len(st.Tx) > 0 }
 
 // sqlWrite is the first phase of raw SQL, whichever chain runs it: it
-// begins the invalidation of what it writes. afterWrite is the second
-// phase.
+// follows the transaction control in it and begins the invalidation of
+// what it writes. afterWrite is the second phase.
 func (p *Plugin) sqlWrite(db *gorm.DB, st *scanned) {
-	if tx, _ := txOf(db.Statement.ConnPool); tx != nil {
+	var around []invalidation
+	tx, _ := txOf(db.Statement.ConnPool)
+	if len(st.Tx) > 0 || st.Savepoint != "" || st.Release != "" {
+		tx, around = p.txControl(db, st, tx)
+	}
+	if tx != nil {
 		switch {
 		case st.Savepoint != "":
 			tx.savepoint(st.Savepoint)
@@ -110,25 +120,165 @@ func (p *Plugin) sqlWrite(db *gorm.DB, st *scanned) {
 			tx.rollbackTo(st.RollbackTo)
 		}
 	}
+	var inv invalidation
 	switch st.Kind {
 	case sqlscan.Read, sqlscan.Control:
+		if len(around) > 0 {
+			p.around(db, around)
+		}
+		return
 	case sqlscan.Write:
 		tags := append([]string{anyTable}, st.Writes...)
 		for _, t := range st.Writes {
 			tags = append(tags, coarseTag(t))
 		}
-		p.beginWrite(db, invalidation{tags: tags})
+		inv = invalidation{tags: tags}
 	default:
-		p.beginWrite(db, invalidation{all: true})
+		inv = invalidation{all: true}
 	}
+	if len(st.Tx) == 0 {
+		p.beginWrite(db, inv)
+		if len(around) > 0 {
+			p.around(db, around)
+		}
+		return
+	}
+	// Its writes may run inside the transaction it controls or outside:
+	// invalidate them around the statement, and at the commit if it leaves
+	// a transaction open.
+	if tx != nil && tx.open() {
+		tx.queue(inv)
+	}
+	p.around(db, append(around, inv))
+}
+
+// rawTxKey marks a statement whose transaction control afterWrite settles:
+// when it fails, whether the transaction it began or ended is open is not
+// known.
+type rawTxKey struct{ stmt *gorm.Statement }
+
+// rawTxUndo is what a statement's transaction control did.
+type rawTxUndo struct {
+	conn    *sql.Conn // nil: a txConn's connection
+	begun   *txState  // the transaction it began, if any
+	ended   *txState  // the transaction it committed, if any
+	pending []invalidation
+}
+
+// settle runs after the statement: if it failed, the transactions it began
+// or committed may be open or not, and are followed as uncertain.
+func (u *rawTxUndo) settle(err error) {
+	if err == nil {
+		return
+	}
+	if u.begun != nil {
+		u.begun.unsure(nil)
+	}
+	if u.ended != nil {
+		u.ended.unsure(u.pending)
+		if u.conn != nil {
+			pinned.begin(u.conn, u.ended)
+		}
+	}
+}
+
+// txControl follows the transaction-control statements of st, run on the
+// statement's connection: a raw BEGIN or START TRANSACTION on a pinned
+// connection opens a transaction the plugin follows (pinned, in txpool.go),
+// COMMIT ends it and returns its queued invalidations, to apply around the
+// statement, ROLLBACK drops them, SET TRANSACTION ISOLATION LEVEL makes it
+// a snapshot. A SAVEPOINT outside a transaction on a pinned SQLite
+// connection opens one too, which RELEASE of that savepoint commits. It
+// returns the statement's transaction after them.
+func (p *Plugin) txControl(db *gorm.DB, st *scanned, tx *txState) (*txState, []invalidation) {
+	stmt := db.Statement
+	ctx := stmt.Context
+	conn, _ := stmt.ConnPool.(*sql.Conn)
+	var around []invalidation
+	undo := &rawTxUndo{conn: conn}
+	begin := func(snapshot bool, outer string) {
+		switch {
+		case tx != nil && tx.open():
+			// BEGIN in a transaction: PostgreSQL warns and goes on in the
+			// same one; the others fail.
+		case conn != nil:
+			tx = newTxState(p, ctx, snapshot)
+			tx.outer = outer
+			pinned.begin(conn, tx)
+			undo.begun = tx
+		case tx != nil:
+			tx.reopen(snapshot) // a txConn's connection after a raw COMMIT
+		}
+	}
+	commit := func() {
+		if tx == nil || !tx.open() {
+			return
+		}
+		pending := tx.end()
+		around = append(around, pending...)
+		undo.ended, undo.pending = tx, pending
+		if conn != nil {
+			pinned.drop(conn, tx)
+		}
+	}
+	if conn != nil && p.dialect == "sqlite" {
+		switch {
+		case st.Savepoint != "" && tx == nil:
+			begin(true, st.Savepoint)
+		case st.Release != "" && tx != nil && tx.outer == st.Release:
+			commit()
+		}
+	}
+	for _, op := range st.Tx {
+		switch op.Kind {
+		case sqlscan.TxBegin:
+			begin(p.sqlLevelSnapshot(ctx, op.Level), "")
+		case sqlscan.TxCommit:
+			commit()
+		case sqlscan.TxPrepare:
+			if tx != nil && tx.open() {
+				// Its commit (COMMIT PREPARED, from any session) is not
+				// followed: the invalidations run around PREPARE, and
+				// entries filled until the lease ends die with it.
+				p.warn(db, "dogpile: PREPARE TRANSACTION: the plugin does not follow the COMMIT PREPARED of a two-phase transaction; its writes were invalidated at PREPARE")
+				commit()
+			}
+		case sqlscan.TxRollback:
+			if tx != nil && tx.open() {
+				tx.end()
+				if conn != nil {
+					pinned.drop(conn, tx)
+				}
+			}
+		case sqlscan.TxIsolation:
+			if !p.sqlLevelSnapshot(ctx, op.Level) {
+				break // a lowered level costs misses, never a stale read
+			}
+			if tx != nil && tx.open() {
+				tx.toSnapshot()
+			}
+			if op.Session || tx == nil || !tx.open() {
+				// A session's default, or SET TRANSACTION outside a
+				// transaction (the next one's level on MySQL, the session's
+				// on SQL Server): any connection may now begin snapshots.
+				p.sessionSnapshot.Store(true)
+			}
+		}
+	}
+	if undo.begun != nil || undo.ended != nil {
+		stmt.Settings.Store(rawTxKey{stmt}, undo)
+	}
+	return tx, around
 }
 
 // beginWrite queues inv on the statement's transaction, or, outside one,
 // pre-invalidates now and leaves the second phase to afterWrite.
 func (p *Plugin) beginWrite(db *gorm.DB, inv invalidation) {
-	if tx, _ := txOf(db.Statement.ConnPool); tx != nil {
+	if tx, _ := txOf(db.Statement.ConnPool); tx != nil && tx.open() {
 		tx.queue(inv)
-		return
+		if !tx.isUncertain() {
+			return
+		}
 	}
 	// Outside a transaction, or in one the plugin did not open (its commit
 	// cannot be seen): entries filled from now until the second phase live
@@ -147,9 +297,13 @@ func (p *Plugin) around(db *gorm.DB, invs []invalidation) {
 	stmt.Settings.Store(postKey{stmt}, invs)
 }
 
-// afterWrite is the second phase of a write made outside a transaction.
+// afterWrite is the second phase of a write made outside a transaction, and
+// of raw transaction control.
 func (p *Plugin) afterWrite(db *gorm.DB) {
 	stmt := db.Statement
+	if v, ok := stmt.Settings.LoadAndDelete(rawTxKey{stmt}); ok {
+		v.(*rawTxUndo).settle(db.Error)
+	}
 	if v, ok := stmt.Settings.LoadAndDelete(postKey{stmt}); ok {
 		p.apply(stmt.Context, v.([]invalidation), phasePost)
 	}
@@ -260,6 +414,13 @@ func contextOf(db *gorm.DB) context.Context {
 		return db.Statement.Context
 	}
 	return context.Background()
+}
+
+// warn says msg through db's logger.
+func (p *Plugin) warn(db *gorm.DB, msg string) {
+	if db.Logger != nil {
+		db.Logger.Warn(contextOf(db), "%s", msg)
+	}
 }
 
 // InvalidateTables invalidates every cached answer that read any of tables,

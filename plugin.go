@@ -32,10 +32,21 @@ type Plugin struct {
 	initialized   bool           // guarded by initMu
 	queryHandle   func(*gorm.DB) // GORM's own gorm:query
 	preloadHandle func(*gorm.DB) // GORM's own gorm:preload
+	dialect       string         // the Dialector's name
+	rawPool       gorm.ConnPool  // the pool before wrapping, for what the plugin asks the database
 
 	// Safe for concurrent use.
 	scans  scanCache  // SQL text → what it reads and writes (scan.go)
 	shapes shapeCache // shapeKey → the hash of a query's shape (keys.go)
+
+	// The isolation level of transactions begun without one (levelSnapshot).
+	// defaultLevel is learned from the database (learnMu serialises the
+	// asking); sessionSnapshot is set once SQL through the plugin changed a
+	// session's default to a snapshot level (SET SESSION CHARACTERISTICS …),
+	// which then holds for every connection, since any may have it.
+	defaultLevel    atomic.Uint32 // a defaultLevel* constant
+	sessionSnapshot atomic.Bool
+	learnMu         sync.Mutex
 
 	// relPreloads counts the statements whose preloads RelationshipCache
 	// applies to, while those run: when none do, no query is one of their
@@ -133,11 +144,12 @@ func (p *Plugin) regionFor(name string) (*region.Region, error) {
 }
 
 // Initialize implements gorm.Plugin: it wraps the connection pool so that
-// commits apply their invalidations before they return, and registers the
-// callbacks of the query and write chains. It returns an error matching
-// ErrInvalidConfig for a plugin New could not configure, and
-// ErrAlreadyInitialized when the plugin is already registered on a
-// *gorm.DB.
+// commits apply their invalidations before they return, learns the
+// database's default isolation level (PostgreSQL: SHOW
+// default_transaction_isolation, once), and registers the callbacks of the
+// query and write chains. It returns an error matching ErrInvalidConfig for
+// a plugin New could not configure, and ErrAlreadyInitialized when the
+// plugin is already registered on a *gorm.DB.
 func (p *Plugin) Initialize(db *gorm.DB) error {
 	if p.configErr != nil {
 		return p.configErr
@@ -148,11 +160,18 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return ErrAlreadyInitialized
 	}
 	p.initialized = true
-	if _, ok := db.ConnPool.(*pool); !ok {
+	if db.Dialector != nil {
+		p.dialect = db.Dialector.Name()
+	}
+	if w, ok := db.ConnPool.(*pool); ok {
+		p.rawPool = w.ConnPool
+	} else {
+		p.rawPool = db.ConnPool
 		wrapped := &pool{ConnPool: db.ConnPool, plugin: p}
 		db.ConnPool = wrapped
 		db.Statement.ConnPool = wrapped
 	}
+	p.initIsolation()
 
 	p.queryHandle = db.Callback().Query().Get("gorm:query")
 	if p.queryHandle == nil {
