@@ -85,10 +85,10 @@ type preloadingKey struct{}
 // cache, and invalidates what it writes. For SELECT … FOR UPDATE, inside a
 // transaction that has written, and inside a snapshot transaction
 // (REPEATABLE READ, SERIALIZABLE or SNAPSHOT; one begun without a level on
-// a PostgreSQL server whose default is one of them; one opened with raw
-// BEGIN on a pinned SQLite connection, or begun on SQLite with a level), the
-// query goes to the database; a READ COMMITTED transaction that has not
-// written may be served from the cache. No transaction's reads fill it.
+// a PostgreSQL server whose default is one of them; every SQLite
+// transaction), the query goes to the database; a READ COMMITTED
+// transaction that has not written may be served from the cache. No
+// transaction's reads fill it.
 func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
 	fc := &fromCache{region: regionName}
 	for _, o := range opts {

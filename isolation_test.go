@@ -339,3 +339,16 @@ func TestIsolationPinnedTransactionWrites(t *testing.T) {
 		})
 	})
 }
+
+// Every SQLite transaction is a snapshot (a deferred one's starts at its
+// first read): a plain db.Transaction too.
+func TestIsolationSQLitePlainTransaction(t *testing.T) {
+	db := isoSQLite(t)
+	id := isoSetup(t, db)
+	_ = isoRead(t, isoCached(db.DB), id)
+	dbtest.Must(t, db.Transaction(func(tx *gorm.DB) error {
+		isoTwoReads(t, db, tx, id, "sqlite-plain")
+		return nil
+	}))
+	isoAfter(t, db, id, "sqlite-plain")
+}

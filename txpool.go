@@ -35,10 +35,9 @@ import (
 // (txState.servable). Its reads never fill the cache: its view may be older
 // than the last commit. A snapshot transaction (REPEATABLE READ,
 // SERIALIZABLE, SNAPSHOT, and LevelDefault where the server's default is
-// one of them, see Plugin.levelSnapshot; SQLite's, but for one begun
-// through GORM without a level, see BeginTx) reads the database only: a
-// value served from the cache could be newer than its snapshot. A READ
-// COMMITTED one is served from the cache until it writes.
+// one of them, see Plugin.levelSnapshot; every SQLite transaction) reads
+// the database only: a value served from the cache could be newer than its
+// snapshot. A READ COMMITTED one is served from the cache until it writes.
 //
 // Transactions opened with raw SQL (Exec("BEGIN")) on a pinned connection
 // (db.Connection, whose statements run on a *sql.Conn, past the wrapped
@@ -79,20 +78,7 @@ func (p *pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool,
 	if opts != nil {
 		level = opts.Isolation // ReadOnly changes nothing the cache sees
 	}
-	snapshot := p.plugin.levelSnapshot(ctx, level)
-	if level == sql.LevelDefault && p.plugin.dialect == "sqlite" {
-		// Every SQLite transaction reads a snapshot, so by the rule of
-		// levelSnapshot this one's reads would go to the database. But the
-		// documented behaviour (README, Bypasses; the test
-		// TestInvTransactions/CleanTransactionNeverStores) serves a clean
-		// SQLite transaction begun through GORM without a level from the
-		// cache, and changing it is the maintainers' decision. Until then
-		// it is served as a READ COMMITTED one is (a value newer than its
-		// snapshot can be served); one begun with a level, or with a raw
-		// BEGIN on a pinned connection, is a snapshot.
-		snapshot = false
-	}
-	st := newTxState(p.plugin, ctx, snapshot)
+	st := newTxState(p.plugin, ctx, p.plugin.levelSnapshot(ctx, level))
 	return &txConn{ConnPool: inner, committer: committer, txState: st}, nil
 }
 
