@@ -32,7 +32,8 @@
 //   - scan.go: what each SQL text reads and writes, computed once;
 //   - invalidate.go: the invalidation protocol on the write side;
 //     relwrite.go: the row tags writes bump for RelationshipCache;
-//   - txpool.go: the invalidation protocol at commit.
+//   - txpool.go: the invalidation protocol at commit, isolation levels, and
+//     raw transactions on pinned connections.
 //
 // How an answer is encoded, remembered and copied between callers is in
 // internal/answer; the dogpile lock, expiration and tag versions are in
