@@ -20,7 +20,7 @@ type payloadLoader struct{ err error }
 func (l payloadLoader) Create(_ context.Context, keys []string) (map[string]any, error) {
 	out := make(map[string]any, len(keys))
 	for _, k := range keys {
-		out[k] = payloadOf{l.err}
+		out[k] = payloadOf(l)
 	}
 	return out, nil
 }
