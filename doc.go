@@ -27,13 +27,15 @@
 //     them; relpreload.go: preloads assigned from the per-parent groups;
 //   - gorm_mirror.go: the code that mirrors GORM's own (scanning, building a
 //     query, preloading), in one place for GORM upgrades;
+//   - inspect.go: what a Plugin is made of (RegionNames);
 //   - keys.go: every key format (how a query's cache key is derived);
 //   - tags.go: the tag vocabulary (what entries depend on, what writes bump);
 //   - scan.go: what each SQL text reads and writes, computed once;
 //   - invalidate.go: the invalidation protocol on the write side;
 //     relwrite.go: the row tags writes bump for RelationshipCache;
 //   - txpool.go: the invalidation protocol at commit, isolation levels, and
-//     raw transactions on pinned connections.
+//     raw transactions on pinned connections; foreigntx.go: writes in
+//     transactions the plugin cannot follow.
 //
 // How an answer is encoded, remembered and copied between callers is in
 // internal/answer; the dogpile lock, expiration and tag versions are in

@@ -144,7 +144,8 @@ func (p *Plugin) query(db *gorm.DB) {
 	if scan == nil {
 		scan = p.scan(sql, stmt.Table)
 	}
-	if _, locking := stmt.Clauses["FOR"]; locking || scan.Locking || foreignTx || (tx != nil && !tx.servable()) || prefilled(stmt.ReflectValue) {
+	if _, locking := stmt.Clauses["FOR"]; locking || scan.Locking || foreignTx || (tx != nil && !tx.servable()) || prefilled(stmt.ReflectValue) ||
+		(p.foreign.latest.Load() != 0 && p.foreignBypass(stmt.Context, fc.dependsOn(scan))) {
 		p.queryHandle(db)
 		return
 	}
@@ -160,7 +161,7 @@ func (p *Plugin) query(db *gorm.DB) {
 		// last commit.
 		var rows int64
 		found, _ := r.Peek(ctx, key, func(b []byte) (err error) {
-			rows, err = p.memo.Decode(key, r.Codec(), b, dest, stmtRescanner{stmt})
+			rows, err = p.memo.Decode(key, b, dest, stmtRescanner{stmt})
 			return err
 		}, opts...)
 		if !found {
@@ -237,6 +238,11 @@ func (fc *fromCache) callOptions(scan *scanned) []region.CallOption {
 	if fc.tables == nil && fc.name == "" && !fc.expirationSet && !fc.ignoreExpiry {
 		return scan.opts // the common case: nothing to build
 	}
+	return fc.withExpiry(region.WithTags(fc.dependsOn(scan)...))
+}
+
+// dependsOn returns the tags a FromCache query's entries depend on.
+func (fc *fromCache) dependsOn(scan *scanned) []string {
 	tags := fc.tables
 	if len(tags) == 0 {
 		tags = scan.tables
@@ -244,7 +250,7 @@ func (fc *fromCache) callOptions(scan *scanned) []region.CallOption {
 	if fc.name != "" {
 		tags = append(append([]string(nil), tags...), keyTag(fc.name))
 	}
-	return fc.withExpiry(region.WithTags(tags...))
+	return tags
 }
 
 // withExpiry returns opts and the call options of the FromCache's

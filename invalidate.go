@@ -274,15 +274,21 @@ func (p *Plugin) txControl(db *gorm.DB, st *scanned, tx *txState) (*txState, []i
 // beginWrite queues inv on the statement's transaction, or, outside one,
 // pre-invalidates now and leaves the second phase to afterWrite.
 func (p *Plugin) beginWrite(db *gorm.DB, inv invalidation) {
-	if tx, _ := txOf(db.Statement.ConnPool); tx != nil && tx.open() {
+	tx, foreign := txOf(db.Statement.ConnPool)
+	if tx != nil && tx.open() {
 		tx.queue(inv)
 		if !tx.isUncertain() {
 			return
 		}
 	}
-	// Outside a transaction, or in one the plugin did not open (its commit
-	// cannot be seen): entries filled from now until the second phase live
-	// no longer than the invalidation lease.
+	if foreign {
+		// A transaction the plugin did not open: its commit cannot be seen
+		// (foreigntx.go).
+		p.writeForeign(db.Statement.Context, inv)
+		return
+	}
+	// Outside a transaction: entries filled from now until the second
+	// phase live no longer than the invalidation lease.
 	p.around(db, []invalidation{inv})
 }
 
@@ -474,12 +480,17 @@ func InvalidateKey(tx *gorm.DB, regionName, name string) error {
 func (p *Plugin) invalidate(db *gorm.DB, inv invalidation) {
 	ctx := context.Background()
 	if db.Statement != nil {
-		if tx, _ := txOf(db.Statement.ConnPool); tx != nil {
+		if db.Statement.Context != nil {
+			ctx = db.Statement.Context
+		}
+		tx, foreign := txOf(db.Statement.ConnPool)
+		if tx != nil {
 			tx.queue(inv)
 			return
 		}
-		if db.Statement.Context != nil {
-			ctx = db.Statement.Context
+		if foreign {
+			p.writeForeign(ctx, inv)
+			return
 		}
 	}
 	p.apply(ctx, []invalidation{inv}, phaseOnly)

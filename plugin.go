@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
@@ -25,6 +26,7 @@ type Plugin struct {
 	regionNames []string         // the names regionList is registered under
 	memo        *answer.Memo     // answers decoded from the regions; nil: disabled
 	configErr   error            // what is wrong with New's arguments; Initialize returns it
+	lease       time.Duration    // the longest invalidation lease of the regions (foreigntx.go)
 
 	// Set once by Initialize, under initMu, before any callback of the
 	// plugin can run; read-only afterwards.
@@ -36,8 +38,9 @@ type Plugin struct {
 	rawPool       gorm.ConnPool  // the pool before wrapping, for what the plugin asks the database
 
 	// Safe for concurrent use.
-	scans  scanCache  // SQL text → what it reads and writes (scan.go)
-	shapes shapeCache // shapeKey → the hash of a query's shape (keys.go)
+	scans   scanCache     // SQL text → what it reads and writes (scan.go)
+	shapes  shapeCache    // shapeKey → the hash of a query's shape (keys.go)
+	foreign foreignWrites // writes in transactions the plugin cannot follow (foreigntx.go)
 
 	// The isolation level of transactions begun without one (levelSnapshot).
 	// defaultLevel is learned from the database (learnMu serialises the
@@ -121,6 +124,7 @@ func New(regions map[string]*region.Region, opts ...PluginOption) *Plugin {
 			continue
 		}
 		p.regions[n] = r
+		p.lease = max(p.lease, r.InvalidationLease())
 		p.regionList = append(p.regionList, r)
 		p.regionNames = append(p.regionNames, n)
 	}

@@ -44,12 +44,12 @@ func (l *queryLoader) Create(ctx context.Context, keys []string) (map[string]any
 	}
 	// A scan that failed gives its rows and its error, as GORM does; the
 	// answer is then not stored.
-	return map[string]any{keys[0]: answer.NewResult(l.codec, fresh, tx.RowsAffected, sent, err)}, nil
+	return map[string]any{keys[0]: answer.NewResult(fresh, tx.RowsAffected, sent, err)}, nil
 }
 
 // Decode fills the caller's destination from a cached answer.
 func (l *queryLoader) Decode(key string, c region.Codec, payload []byte) error {
-	rows, err := l.memo.Decode(key, c, payload, l.dest, stmtRescanner{l.stmt})
+	rows, err := l.memo.Decode(key, payload, l.dest, stmtRescanner{l.stmt})
 	if err != nil {
 		return err
 	}

@@ -136,6 +136,10 @@ func (p *Plugin) relationQuery(db *gorm.DB, pc *preloadCtx, rels relOptions) {
 		p.queryHandle(db)
 		return
 	}
+	if t := normTable(stmt.Schema.Table); p.foreign.latest.Load() != 0 && p.foreignBypass(stmt.Context, []string{t, coarseTag(t)}) {
+		p.queryHandle(db) // a write this process cannot see commit (foreigntx.go)
+		return
+	}
 	r, err := p.regionFor(fc.region)
 	if err != nil {
 		db.AddError(err)

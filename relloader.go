@@ -169,7 +169,7 @@ func (l *relLoader) Create(ctx context.Context, keys []string) (map[string]any, 
 		if sent != nil {
 			own = sent.Pick(rowsOf[k])
 		}
-		out[k] = answer.NewResult(l.codec, ptr, int64(g.Len()), own, nil)
+		out[k] = answer.NewResult(ptr, int64(g.Len()), own, nil)
 	}
 	return out, nil
 }
@@ -186,7 +186,7 @@ func (l *relLoader) parts0(k string) []any {
 // Decode reads one parent's children. Children the memo remembers are taken
 // as they are, to be copied once into the destination by assemble.
 func (l *relLoader) Decode(k string, c region.Codec, payload []byte) error {
-	part, err := l.memo.DecodeSlice(k, c, payload, l.destType, stmtRescanner{l.shape.stmt})
+	part, err := l.memo.DecodeSlice(k, payload, l.destType, stmtRescanner{l.shape.stmt})
 	if err != nil {
 		return err
 	}

@@ -27,15 +27,6 @@ type reviewBlob struct {
 
 func (reviewBlob) TableName() string { return "review_blobs" }
 
-// reviewPlainBlob is the same table without the Money: stored by the codec.
-type reviewPlainBlob struct {
-	ID   uint
-	Data []byte
-	Big  int64
-}
-
-func (reviewPlainBlob) TableName() string { return "review_blobs" }
-
 // reviewTimes holds times inside a map, as a serializer field may.
 type reviewTimes struct {
 	ID  uint

@@ -155,6 +155,10 @@ func (r *Region) Codec() Codec { return r.codec }
 // Backend returns the region's backend.
 func (r *Region) Backend() Backend { return r.backend }
 
+// InvalidationLease returns how long an entry filled while an invalidation
+// of one of its tags is in progress may live (WithInvalidationLease).
+func (r *Region) InvalidationLease() time.Duration { return r.lease }
+
 // Expiration returns the region's default expiration; zero means never.
 func (r *Region) Expiration() time.Duration { return r.expiration }
 

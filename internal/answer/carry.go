@@ -25,8 +25,9 @@ import (
 //   - a struct GORM fills field by field (a model, an embedded struct, an
 //     association) is carried when its exported fields are; its unexported
 //     fields are never filled by a scan and do not count;
-//   - a type GORM scans one column into (one implementing sql.Scanner, or a
-//     field with a serializer) is carried only when every part of it is
+//   - a type GORM scans one column into (one implementing sql.Scanner or
+//     GORM's SerializerInterface, or a field with a serializer tag) is
+//     carried only when every part of it is
 //     exported, or when it marshals itself losslessly (msgpack.CustomEncoder,
 //     msgpack.Marshaler or encoding.BinaryMarshaler, with the matching
 //     unmarshaler). A text form is not trusted to be exact (decimal's
@@ -50,15 +51,15 @@ var (
 var asRows sync.Map // reflect.Type → bool
 
 // StoredAsRows reports whether answers of destination type t are stored as
-// the database's rows (and scanned again on every hit) because the codec
-// cannot carry t exactly. Maps and scalars never are.
+// the database's rows (and scanned again on every hit) because the answer
+// format (msgpack, whatever the region's codec) cannot carry t exactly. Map
+// destinations never are (they are stored as typed values).
 func StoredAsRows(t reflect.Type) bool {
+	if t == mapType || t == mapSliceType {
+		return false
+	}
 	if v, ok := asRows.Load(t); ok {
 		return v.(bool)
-	}
-	if t == mapType || t == mapSliceType {
-		asRows.Store(t, false)
-		return false
 	}
 	rows := !carriedModel(t, map[reflect.Type]bool{})
 	asRows.Store(t, rows)
@@ -71,7 +72,7 @@ func carriedModel(t reflect.Type, seen map[reflect.Type]bool) bool {
 	switch t.Kind() {
 	case reflect.Pointer, reflect.Slice, reflect.Array:
 		if t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 {
-			return true
+			return carriedValue(t, seen) // []byte, json.RawMessage, net.IP…
 		}
 		return carriedModel(t.Elem(), seen)
 	case reflect.Map:
@@ -122,9 +123,16 @@ func gormIgnored(tag string) bool {
 	return false
 }
 
-// isColumnType reports a type GORM scans one column into.
+// isColumnType reports a type GORM scans one column into: an sql.Scanner,
+// or a type that serializes itself (GORM's schema.SerializerInterface,
+// whose Scan takes the field and the database value); both have a method
+// called Scan.
 func isColumnType(t reflect.Type) bool {
-	return t.Implements(scannerType) || reflect.PointerTo(t).Implements(scannerType)
+	if t.Implements(scannerType) || reflect.PointerTo(t).Implements(scannerType) {
+		return true
+	}
+	_, ok := reflect.PointerTo(t).MethodByName("Scan")
+	return ok
 }
 
 // carriedValue reports whether the codec carries every part of t exactly.
@@ -143,7 +151,9 @@ func carriedValue(t reflect.Type, seen map[reflect.Type]bool) bool {
 	case reflect.Pointer, reflect.Slice, reflect.Array:
 		return carriedValue(t.Elem(), seen)
 	case reflect.Map:
-		return carriedValue(t.Key(), seen) && carriedValue(t.Elem(), seen)
+		// The time walker does not visit maps (their order is not fixed),
+		// so a time in one would come back in Local.
+		return !holdsTime(t, map[reflect.Type]bool{}) && carriedValue(t.Key(), seen) && carriedValue(t.Elem(), seen)
 	case reflect.Struct:
 		if seen[t] {
 			return true
@@ -158,6 +168,30 @@ func carriedValue(t reflect.Type, seen map[reflect.Type]bool) bool {
 		return true
 	}
 	return false // interfaces, funcs, channels, complex numbers, unsafe pointers
+}
+
+// holdsTime reports whether values of t can hold a time.Time.
+func holdsTime(t reflect.Type, seen map[reflect.Type]bool) bool {
+	if t == timeType {
+		return true
+	}
+	if seen[t] {
+		return false
+	}
+	seen[t] = true
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		return holdsTime(t.Elem(), seen)
+	case reflect.Map:
+		return holdsTime(t.Key(), seen) || holdsTime(t.Elem(), seen)
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if holdsTime(t.Field(i).Type, seen) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // implements reports whether t or *t implements the interface iface.

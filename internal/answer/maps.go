@@ -6,14 +6,14 @@ import (
 	"reflect"
 	"strings"
 	"time"
-
-	"github.com/dogpile-go/dogpile/region"
 )
 
-// Rows scanned into map[string]any or []map[string]any destinations. The
-// codec alone would decode every integer held in an interface as int64 and
-// every time as Local, so each value is stored with the name of its Go type
-// and converted back to it.
+// Rows scanned into map[string]any or []map[string]any destinations, and
+// the driver values of answers stored as rows. A codec alone would decode
+// every integer held in an interface as int64 (JSON: as float64, losing
+// digits past 2^53) and every time as Local, so each value is stored with
+// the name of its Go type and converted back to it, always as msgpack,
+// whatever the region's codec: these are the plugin's own format.
 
 // typedValue keeps a map value's Go type across the codec, which on its own
 // decodes every integer of an interface as int64 and every time as Local.
@@ -26,7 +26,7 @@ type typedValue struct {
 	O int    `json:",omitempty" msgpack:",omitempty"`
 }
 
-func encodeTypedMaps(c region.Codec, v reflect.Value) ([]byte, error) {
+func encodeTypedMaps(v reflect.Value) ([]byte, error) {
 	rows := rowsOf(v)
 	out := make([]map[string]typedValue, len(rows))
 	for i, row := range rows {
@@ -41,18 +41,18 @@ func encodeTypedMaps(c region.Codec, v reflect.Value) ([]byte, error) {
 		out[i] = m
 	}
 	isNil := v.IsNil()
-	return c.Marshal(struct {
+	return compactMarshal(struct {
 		Nil  bool
 		Rows []map[string]typedValue
 	}{isNil, out})
 }
 
-func decodeTypedMaps(c region.Codec, b []byte, dest reflect.Value) error {
+func decodeTypedMaps(b []byte, dest reflect.Value) error {
 	var in struct {
 		Nil  bool
 		Rows []map[string]typedValue
 	}
-	if err := c.Unmarshal(b, &in); err != nil {
+	if err := compactUnmarshal(b, &in); err != nil {
 		return err
 	}
 	rows := make([]map[string]any, len(in.Rows))

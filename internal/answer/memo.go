@@ -6,8 +6,6 @@ import (
 	"reflect"
 
 	"github.com/maypok86/otter/v2"
-
-	"github.com/dogpile-go/dogpile/region"
 )
 
 // Memo remembers, per cache key, the last answer decoded from a
@@ -162,12 +160,12 @@ func NewMemo(maxBytes int64) *Memo {
 // came from. A nil memo always decodes. On an error dest is left zeroed.
 // rs reads answers stored as rows (StoredAsRows); it may be nil for other
 // destinations.
-func (m *Memo) Decode(key string, c region.Codec, b []byte, dest reflect.Value, rs Rescanner) (int64, error) {
+func (m *Memo) Decode(key string, b []byte, dest reflect.Value, rs Rescanner) (int64, error) {
 	if e := m.lookup(key, b, dest.Type()); e != nil {
 		e.copyTo(dest)
 		return e.rows, nil
 	}
-	rows, err := decodeResult(c, b, dest, rs)
+	rows, err := decodeResult(b, dest, rs)
 	if err == nil {
 		m.remember(key, b, dest, rows)
 	}
@@ -177,12 +175,12 @@ func (m *Memo) Decode(key string, c region.Codec, b []byte, dest reflect.Value, 
 // DecodeSlice reads the answer b stored under key, a slice of type t, to be
 // copied later into a window of a larger destination (Slice.CopyTo): a
 // remembered answer is taken as it is, and copied only then.
-func (m *Memo) DecodeSlice(key string, c region.Codec, b []byte, t reflect.Type, rs Rescanner) (Slice, error) {
+func (m *Memo) DecodeSlice(key string, b []byte, t reflect.Type, rs Rescanner) (Slice, error) {
 	if e := m.lookup(key, b, t); e != nil {
 		return Slice{n: e.val.Len(), memo: e}, nil
 	}
 	part := reflect.New(t).Elem()
-	rows, err := decodeResult(c, b, part, rs)
+	rows, err := decodeResult(b, part, rs)
 	if err != nil {
 		return Slice{}, err
 	}

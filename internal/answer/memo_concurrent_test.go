@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-
-	"github.com/dogpile-go/dogpile/region"
 )
 
 type mcLeaf struct {
@@ -107,19 +105,18 @@ func TestMemoCopiesShareNothingConcurrently(t *testing.T) {
 		[]json.RawMessage{json.RawMessage(`1`), nil},
 		[]map[string][]int{{"a": {1}}},
 	}
-	c := region.MsgpackCodec{}
 	for vi, v := range vals {
 		t.Run(fmt.Sprintf("%d-%T", vi, v), func(t *testing.T) {
 			typ := reflect.TypeOf(v)
 			src := reflect.New(typ)
 			src.Elem().Set(reflect.ValueOf(v))
-			b, _ := encodeResult(c, src, 1, nil)
+			b, _ := encodeResult(src, 1, nil)
 			if b == nil {
 				t.Fatal("not encodable")
 			}
 			fresh := func() reflect.Value {
 				d := reflect.New(typ).Elem()
-				if _, err := decodeResult(c, b, d, nil); err != nil {
+				if _, err := decodeResult(b, d, nil); err != nil {
 					t.Fatal(err)
 				}
 				return d
@@ -134,7 +131,7 @@ func TestMemoCopiesShareNothingConcurrently(t *testing.T) {
 					defer wg.Done()
 					for i := range 30 {
 						d := reflect.New(typ).Elem()
-						if _, err := m.Decode(key, c, b, d, nil); err != nil {
+						if _, err := m.Decode(key, b, d, nil); err != nil {
 							t.Error(err)
 							return
 						}

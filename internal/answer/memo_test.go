@@ -4,8 +4,6 @@ import (
 	"reflect"
 	"testing"
 	"time"
-
-	"github.com/dogpile-go/dogpile/region"
 )
 
 type memoLeaf struct {
@@ -95,15 +93,14 @@ func TestMemoServesOnlyTheSameBytes(t *testing.T) {
 	encode := func(rows []row) []byte {
 		v := reflect.New(reflect.TypeOf(rows))
 		v.Elem().Set(reflect.ValueOf(rows))
-		b, _ := encodeResult(region.MsgpackCodec{}, v, int64(len(rows)), nil)
+		b, _ := encodeResult(v, int64(len(rows)), nil)
 		return b
 	}
 	m := NewMemo(1 << 20)
-	c := region.MsgpackCodec{}
 	decode := func(b []byte) []row {
 		t.Helper()
 		var out []row
-		if _, err := m.Decode("k", c, b, reflect.ValueOf(&out).Elem(), nil); err != nil {
+		if _, err := m.Decode("k", b, reflect.ValueOf(&out).Elem(), nil); err != nil {
 			t.Fatal(err)
 		}
 		return out
@@ -129,14 +126,14 @@ func TestMemoServesOnlyTheSameBytes(t *testing.T) {
 		ID   int
 		Name string
 	}
-	if _, err := m.Decode("k", c, encode([]row{{1, "uno"}}), reflect.ValueOf(&other).Elem(), nil); err != nil || other[0].Name != "uno" {
+	if _, err := m.Decode("k", encode([]row{{1, "uno"}}), reflect.ValueOf(&other).Elem(), nil); err != nil || other[0].Name != "uno" {
 		t.Fatalf("other type: %+v, %v", other, err)
 	}
 	// Undecodable bytes are an error, as without the memo, and forget nothing.
 	bad := append([]byte(nil), one...)
 	bad[len(bad)-1] ^= 0xff
 	var out []row
-	if _, err := m.Decode("k2", c, bad[:len(bad)-2], reflect.ValueOf(&out).Elem(), nil); err == nil {
+	if _, err := m.Decode("k2", bad[:len(bad)-2], reflect.ValueOf(&out).Elem(), nil); err == nil {
 		t.Fatal("truncated answer decoded")
 	}
 	if _, ok := m.cache.GetIfPresent("k2"); ok {
@@ -144,7 +141,7 @@ func TestMemoServesOnlyTheSameBytes(t *testing.T) {
 	}
 	// A nil memo (WithDecodedCache(0)) decodes every time.
 	var off *Memo
-	if _, err := off.Decode("k", c, one, reflect.ValueOf(&out).Elem(), nil); err != nil || out[0].Name != "one" {
+	if _, err := off.Decode("k", one, reflect.ValueOf(&out).Elem(), nil); err != nil || out[0].Name != "one" {
 		t.Fatalf("nil memo: %+v, %v", out, err)
 	}
 	if NewMemo(0) != nil {

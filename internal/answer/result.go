@@ -21,11 +21,11 @@ import (
 //	byte     resultFormat
 //	uvarint  RowsAffected
 //	byte     how times are restored (timesAsDecoded, timesUTC, timesZoned)
-//	byte     how the destination is encoded (destByCodec, destTypedMaps,
-//	         destCompact, destRows)
+//	byte     how the destination is encoded (destTypedMaps, destCompact,
+//	         destRows)
 //	         with timesZoned, the zone block (zones.go)
-//	rest     the destination, as the region's codec, typedMaps or rows
-//	         wrote it
+//	rest     the destination as msgpack (structs as arrays), as typed maps,
+//	         or as the rows the database sent
 //
 // so that a hit fills the destination, RowsAffected and the not-found error
 // exactly as the query did.
@@ -38,7 +38,7 @@ const (
 )
 
 const (
-	destByCodec   byte = iota // the destination's own type, through the codec
+	destByCodec   byte = iota // no longer written: a codec other than msgpack stores rows
 	destTypedMaps             // map[string]any rows, with each value's Go type kept
 	destCompact               // the destination's own type, msgpack with structs as arrays
 	destRows                  // the database's rows, scanned again on a hit (carry.go)
@@ -69,19 +69,19 @@ const (
 	WhyUntypedValue = "value of an unrestorable type"
 )
 
-// NewResult encodes an answer with codec c: fresh points to what the query
+// NewResult encodes an answer: fresh points to what the query
 // scanned (which nobody writes afterwards), rows is its RowsAffected, and
 // sent the rows the database sent, when StoredAsRows says that is how
 // answers of fresh's type are kept (nil otherwise). scanErr is an error the
 // scan returned: the answer is then given to the callers with that error,
 // and not stored.
-func NewResult(c region.Codec, fresh reflect.Value, rows int64, sent *Rows, scanErr error) *Result {
+func NewResult(fresh reflect.Value, rows int64, sent *Rows, scanErr error) *Result {
 	q := &Result{fresh: fresh, rows: rows, err: scanErr}
 	if scanErr != nil {
 		q.why = WhyScanError
 		return q
 	}
-	q.raw, q.why = encodeResult(c, fresh, rows, sent)
+	q.raw, q.why = encodeResult(fresh, rows, sent)
 	return q
 }
 
@@ -164,44 +164,34 @@ var (
 
 // encodeResult encodes the answer in fresh (a pointer), or returns nil and
 // the reason when it cannot be restored value for value.
-func encodeResult(c region.Codec, fresh reflect.Value, rows int64, sent *Rows) ([]byte, string) {
+func encodeResult(fresh reflect.Value, rows int64, sent *Rows) ([]byte, string) {
 	b := []byte{resultFormat}
 	b = binary.AppendUvarint(b, uint64(rows))
 	t := fresh.Elem().Type()
 	switch {
 	case t == mapType || t == mapSliceType:
-		body, err := encodeTypedMaps(c, fresh.Elem())
+		body, err := encodeTypedMaps(fresh.Elem())
 		if err != nil {
 			return nil, whyOf(err)
 		}
 		return append(append(b, timesAsDecoded, destTypedMaps), body...), ""
 	case sent != nil:
-		body, err := sent.encode(c)
+		body, err := sent.encode()
 		if err != nil {
 			return nil, whyOf(err)
 		}
 		return append(append(b, timesAsDecoded, destRows), body...), ""
 	}
+	// Structs are written as arrays rather than maps of field names: a third
+	// of the size and much faster to read. It is safe because the key holds
+	// the type's fingerprint, so bytes are only ever read back into the same
+	// struct shape.
 	mode, zones := timeModeOf(t, fresh.Elem())
-	kind := destByCodec
-	if _, ok := c.(region.MsgpackCodec); ok {
-		// With the default codec, structs are written as arrays rather than
-		// maps of field names: a third of the size and much faster to read.
-		// It is safe here because the key holds the type's fingerprint, so
-		// bytes are only ever read back into the same struct shape.
-		kind = destCompact
-	}
-	b = append(b, mode, kind)
+	b = append(b, mode, destCompact)
 	if mode == timesZoned {
 		b = zones.appendBlock(b)
 	}
-	var body []byte
-	var err error
-	if kind == destCompact {
-		body, err = compactMarshal(fresh.Interface())
-	} else {
-		body, err = c.Marshal(fresh.Interface())
-	}
+	body, err := compactMarshal(fresh.Interface())
 	if err != nil {
 		return nil, WhyUnencodable
 	}
@@ -277,22 +267,22 @@ type Rescanner interface {
 
 // decodeResult fills dest (addressable) from b and returns RowsAffected; rs
 // reads answers stored as rows.
-func decodeResult(c region.Codec, b []byte, dest reflect.Value, rs Rescanner) (int64, error) {
+func decodeResult(b []byte, dest reflect.Value, rs Rescanner) (int64, error) {
 	rows, mode, kind, body, err := resultHeader(b)
 	if err != nil {
 		return 0, err
 	}
 	switch kind {
 	case destTypedMaps:
-		if err := decodeTypedMaps(c, body, dest); err != nil {
+		if err := decodeTypedMaps(body, dest); err != nil {
 			return 0, err
 		}
 	case destRows:
-		if err := decodeRows(c, body, dest, rs); err != nil {
+		if err := decodeRows(body, dest, rs); err != nil {
 			dest.SetZero()
 			return 0, err
 		}
-	case destByCodec, destCompact:
+	case destCompact:
 		var za *zoneApplier
 		if mode == timesZoned {
 			if za, body, err = parseZoneBlock(body); err != nil {
@@ -302,11 +292,7 @@ func decodeResult(c region.Codec, b []byte, dest reflect.Value, rs Rescanner) (i
 		// Decode in place over a zeroed destination, as a fresh scan would
 		// fill it; on failure leave it zeroed, never half-written.
 		dest.SetZero()
-		if kind == destCompact {
-			err = compactUnmarshal(body, dest.Addr().Interface())
-		} else {
-			err = c.Unmarshal(body, dest.Addr().Interface())
-		}
+		err = compactUnmarshal(body, dest.Addr().Interface())
 		if err == nil {
 			err = restoreTimes(dest, mode, za)
 		}

@@ -41,7 +41,7 @@ func reviewDecode(c region.Codec, b []byte, t reflect.Type) (err error) {
 			err = fmt.Errorf("PANIC: %v", p)
 		}
 	}()
-	_, err = decodeResult(c, b, reflect.New(t).Elem(), reviewRescanner{})
+	_, err = decodeResult(b, reflect.New(t).Elem(), reviewRescanner{})
 	return err
 }
 
@@ -88,18 +88,22 @@ func TestReviewCorruptPayloadsNeverPanic(t *testing.T) {
 	}
 	var ps []payload
 	for _, c := range []region.Codec{region.MsgpackCodec{}, region.JSONCodec{}} {
-		b, why := encodeResult(c, reflect.ValueOf(&zv), 1, nil)
-		if b == nil {
-			t.Fatalf("zoned: %s", why)
+		// Structs are encoded by the codec only with msgpack; with another
+		// codec the plugin stores them as rows (StoredAsRows).
+		if _, ok := c.(region.MsgpackCodec); ok {
+			b, why := encodeResult(reflect.ValueOf(&zv), 1, nil)
+			if b == nil {
+				t.Fatalf("zoned: %s", why)
+			}
+			ps = append(ps, payload{fmt.Sprintf("zoned %T", c), c, b, reflect.TypeOf(zv)})
 		}
-		ps = append(ps, payload{fmt.Sprintf("zoned %T", c), c, b, reflect.TypeOf(zv)})
-		b, why = encodeResult(c, reflect.ValueOf(&mv), 1, nil)
+		b, why := encodeResult(reflect.ValueOf(&mv), 1, nil)
 		if b == nil {
 			t.Fatalf("maps: %s", why)
 		}
 		ps = append(ps, payload{fmt.Sprintf("maps %T", c), c, b, reflect.TypeOf(mv)})
 		var dst []reviewRow
-		b, why = encodeResult(c, reflect.ValueOf(&dst), 2, rows)
+		b, why = encodeResult(reflect.ValueOf(&dst), 2, rows)
 		if b == nil {
 			t.Fatalf("rows: %s", why)
 		}

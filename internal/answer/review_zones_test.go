@@ -5,8 +5,6 @@ import (
 	"reflect"
 	"testing"
 	"time"
-
-	"github.com/dogpile-go/dogpile/region"
 )
 
 func reviewMapLen(m interface{ Range(func(k, v any) bool) }) int {
@@ -30,12 +28,12 @@ func TestReviewZoneCachesBounded(t *testing.T) {
 	at := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
 	for i := range n {
 		in := row{A: at.In(time.FixedZone(fmt.Sprintf("review-%d", i), i))}
-		raw, why := encodeResult(region.MsgpackCodec{}, reflect.ValueOf(&in), 1, nil)
+		raw, why := encodeResult(reflect.ValueOf(&in), 1, nil)
 		if raw == nil {
 			t.Fatal(why)
 		}
 		var out row
-		if _, err := decodeResult(region.MsgpackCodec{}, raw, reflect.ValueOf(&out).Elem(), nil); err != nil {
+		if _, err := decodeResult(raw, reflect.ValueOf(&out).Elem(), nil); err != nil {
 			t.Fatal(err)
 		}
 	}

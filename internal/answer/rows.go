@@ -63,13 +63,14 @@ func (rs *Rows) Replay(ctx context.Context) (*sql.Rows, error) {
 	return replayDB().QueryContext(ctx, "replay", replaySet{rs})
 }
 
-// storedRows is how Rows are encoded: each value with its Go type.
+// storedRows is how Rows are encoded (as msgpack): each value with its Go
+// type.
 type storedRows struct {
 	Columns []string
 	Rows    [][]typedValue
 }
 
-func (rs *Rows) encode(c interface{ Marshal(any) ([]byte, error) }) ([]byte, error) {
+func (rs *Rows) encode() ([]byte, error) {
 	out := storedRows{Columns: rs.columns, Rows: make([][]typedValue, len(rs.values))}
 	for i, row := range rs.values {
 		tr := make([]typedValue, len(row))
@@ -82,22 +83,25 @@ func (rs *Rows) encode(c interface{ Marshal(any) ([]byte, error) }) ([]byte, err
 		}
 		out.Rows[i] = tr
 	}
-	return c.Marshal(out)
+	return compactMarshal(out)
 }
 
 var errNoRescanner = errors.New("dogpile: an answer stored as rows, read without a Rescanner")
 
 // decodeRows reads rows stored by encode and scans them into dest with rs.
-func decodeRows(c interface{ Unmarshal([]byte, any) error }, b []byte, dest reflect.Value, rs Rescanner) error {
+func decodeRows(b []byte, dest reflect.Value, rs Rescanner) error {
 	if rs == nil {
 		return errNoRescanner
 	}
 	var in storedRows
-	if err := c.Unmarshal(b, &in); err != nil {
+	if err := compactUnmarshal(b, &in); err != nil {
 		return err
 	}
 	rows := &Rows{columns: in.Columns, values: make([][]any, len(in.Rows))}
 	for i, tr := range in.Rows {
+		if len(tr) != len(in.Columns) {
+			return errResultFormat // every row has a value per column
+		}
 		row := make([]any, len(tr))
 		for j, tv := range tr {
 			x, err := fromTyped(tv)

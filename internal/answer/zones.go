@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,10 +51,26 @@ func zoneOf(t time.Time) zoneSpec {
 	return zoneSpec{name: name, offset: offset}
 }
 
+// The locations made from zone names and offsets are kept, so that one is
+// loaded once and answers share it; the names come from stored bytes (any
+// process's, or a corrupted entry's), so each cache stops growing at
+// maxZones entries, past which locations are made on every use.
+const maxZones = 1024
+
 var (
 	namedZones sync.Map // name → *time.Location, or nil when it is not loadable
 	fixedZones sync.Map // zoneSpec → *time.Location
+	zoneCount  atomic.Int64
 )
+
+// keepZone stores v under k in m unless the caches are full.
+func keepZone(m *sync.Map, k, v any) {
+	if zoneCount.Load() < maxZones {
+		if _, loaded := m.LoadOrStore(k, v); !loaded {
+			zoneCount.Add(1)
+		}
+	}
+}
 
 // namedZone returns the IANA zone called name, loading it once, or nil.
 func namedZone(name string) *time.Location {
@@ -66,7 +83,7 @@ func namedZone(name string) *time.Location {
 			loc = l
 		}
 	}
-	namedZones.Store(name, loc)
+	keepZone(&namedZones, name, loc)
 	return loc
 }
 
@@ -81,7 +98,7 @@ func (z zoneSpec) location() *time.Location {
 		return v.(*time.Location)
 	}
 	loc := time.FixedZone(z.name, z.offset)
-	fixedZones.Store(z, loc)
+	keepZone(&fixedZones, z, loc)
 	return loc
 }
 
