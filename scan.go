@@ -6,37 +6,37 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/maypok86/otter/v2"
+
 	"github.com/dogpile-go/dogpile/internal/sqlscan"
 	"github.com/dogpile-go/dogpile/region"
 )
 
-// boundedMap is a concurrent map for what the plugin computes once per SQL
-// text: queries repeat their SQL, and a hit should neither tokenize it again
-// nor rebuild its tags or its key's shape. It stops growing at maxScans
-// entries (SQL with inlined values would otherwise grow it forever); past
-// that, what is not in it is computed on every call.
+// boundedMap is a concurrent cache for what the plugin computes once per
+// SQL text: queries repeat their SQL, and a hit should neither tokenize it
+// again nor rebuild its tags or its key's shape. It holds at most maxScans
+// entries and evicts the least useful ones (otter's W-TinyLFU), so an
+// application that runs ever new SQL texts (values inlined in the SQL, say)
+// keeps its hot queries' entries rather than computing every query again.
 type boundedMap[K comparable, V any] struct {
-	m sync.Map     // K → V
-	n atomic.Int64 // entries in m
+	once  sync.Once
+	cache *otter.Cache[K, V] // made by the first use; safe for concurrent use
 }
 
-func (b *boundedMap[K, V]) load(k K) (V, bool) {
-	v, ok := b.m.Load(k)
-	if !ok {
-		var zero V
-		return zero, false
-	}
-	return v.(V), true
+func (b *boundedMap[K, V]) c() *otter.Cache[K, V] {
+	b.once.Do(func() {
+		b.cache = otter.Must(&otter.Options[K, V]{
+			MaximumSize: maxScans,
+			Executor:    func(fn func()) { fn() }, // drains on the caller's goroutine, as the memory backend does
+		})
+	})
+	return b.cache
 }
 
-// store keeps v for k unless the map is full or already has k.
-func (b *boundedMap[K, V]) store(k K, v V) {
-	if b.n.Load() < maxScans {
-		if _, loaded := b.m.LoadOrStore(k, v); !loaded {
-			b.n.Add(1)
-		}
-	}
-}
+func (b *boundedMap[K, V]) load(k K) (V, bool) { return b.c().GetIfPresent(k) }
+
+// store keeps v for k, evicting another entry when the cache is full.
+func (b *boundedMap[K, V]) store(k K, v V) { b.c().Set(k, v) }
 
 // scanCache remembers what each SQL text reads and writes, and for queries
 // the region option naming their tables.
@@ -56,7 +56,8 @@ type scanned struct {
 	lastShape atomic.Pointer[shapeMemo] // the shape this SQL was last run with (keys.go)
 }
 
-const maxScans = 4096
+// maxScans bounds each of the plugin's analysis caches.
+const maxScans = 1 << 13
 
 // scan returns what sql, run on table, reads and writes.
 func (p *Plugin) scan(sql, table string) *scanned {

@@ -47,6 +47,7 @@ function pair(label, num, den, target, kind) {
 BEGIN {
 	pair("FirstByPK  uncached / hit", "FirstByPK/uncached", "FirstByPK/fromcache-hit", 3, "min")
 	pair("FirstByPK  hit / floor", "FirstByPK/fromcache-hit", "FirstByPK/floor-build-and-decode", 1.3, "max")
+	pair("FirstByPK  hit after 100k SQL texts / hit", "FirstByPK/fromcache-hit-after-100k-sql", "FirstByPK/fromcache-hit", 1.1, "max")
 	pair("FirstByPK  uncached / hit, decoding", "FirstByPK/uncached", "FirstByPK/fromcache-hit-decoding", 0, "info")
 	pair("FirstByPK  hit, decoding / floor", "FirstByPK/fromcache-hit-decoding", "FirstByPK/floor-build-and-decode", 0, "info")
 	pair("Find25     uncached / hit", "Find25/uncached", "Find25/fromcache-hit", 4, "min")
