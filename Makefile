@@ -43,5 +43,15 @@ forced:
 race-repeat:
 	$(GO) test -race -count=$(RACE_COUNT) -timeout 30m -run 'TestRegionSuite' ./backends/memory/
 
+## bench: every benchmark once, then the write benchmarks of issue 12
+## (bench-write).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@$(MAKE) --no-print-directory bench-write
+
+## bench-write: the write benchmarks on PostgreSQL (no plugin, memory region,
+## Redis region), medians of RUNS runs and their ratios against the targets
+## (scripts/bench-write.sh).
+.PHONY: bench-write
+bench-write:
+	@GO=$(GO) bash scripts/bench-write.sh
