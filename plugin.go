@@ -41,6 +41,10 @@ type Plugin struct {
 	scans   scanCache     // SQL text → what it reads and writes (scan.go)
 	shapes  shapeCache    // shapeKey → the hash of a query's shape (keys.go)
 	foreign foreignWrites // writes in transactions the plugin cannot follow (foreigntx.go)
+	// rowTagged holds the tables (normTable) whose RelationshipCache entries
+	// this plugin stamped with row tags: only their updates and deletes read
+	// the old key values back (relwrite.go). Grows to the schema's tables.
+	rowTagged sync.Map
 
 	// The isolation level of transactions begun without one (levelSnapshot).
 	// defaultLevel is learned from the database (learnMu serialises the

@@ -156,6 +156,7 @@ func (p *Plugin) relationQuery(db *gorm.DB, pc *preloadCtx, rels relOptions) {
 	opts := fc.withExpiry(region.WithTags(normTable(stmt.Schema.Table)))
 	if preciseColumns(stmt.Schema, columnNames(in.Column)) {
 		opts = fc.withExpiry(region.WithTags(coarseTag(stmt.Schema.Table)), region.WithKeyTags(l.keyTags))
+		p.rowTagged.Store(normTable(stmt.Schema.Table), true) // its writers now read old key values (relwrite.go)
 	}
 	if err := r.Load(stmt.Context, l.keys, l, opts...); err != nil {
 		if errors.Is(err, errUnmatchedChild) {

@@ -15,7 +15,9 @@ import (
 // the key values of the rows it writes, before and after the write (old
 // values are read back by primary key before an update or delete; new ones
 // are in the model after it); a write whose rows cannot be known bumps the
-// coarse tag, which invalidates every parent.
+// coarse tag, which invalidates every parent. The old values are read only
+// for tables whose entries this plugin stamped with row tags: elsewhere an
+// update or delete bumps the coarse tag and runs no query of its own.
 
 // maxRowTags bounds the row tags one write bumps; a larger write bumps the
 // coarse tag instead.
@@ -186,6 +188,13 @@ func (p *Plugin) relationTags(db *gorm.DB, kind writeKind, t string, inTx bool) 
 	}
 	model, ok := rowTagsOf(db, s, db.Statement.ReflectValue, keys)
 	if !ok {
+		return []string{coarseTag(t)}, false
+	}
+	if _, used := p.rowTagged.Load(t); !used && kind != writeCreate {
+		// No RelationshipCache entry of this process depends on t's row
+		// tags: reading the old key values back would be a query for
+		// nothing here. The coarse tag invalidates every parent's entry,
+		// whichever process made it.
 		return []string{coarseTag(t)}, false
 	}
 	switch kind {
