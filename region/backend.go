@@ -97,3 +97,16 @@ type ProcessLocal interface {
 type CounterRefs interface {
 	Counter(key string) *atomic.Int64
 }
+
+// TagBumper is implemented by shared backends that apply one phase of a tag
+// invalidation, for many tags, in one round trip (the Redis backend: one
+// script on a single server; one per slot, pipelined to the nodes in
+// parallel, on a cluster). For each i it increments the counter at
+// counters[i] (a missing counter starts from a fresh value, as Incr does)
+// and, when delta is not 0, adds delta to the writer count of the pending
+// marker at markers[i] (never below 0) and sets that marker to expire after
+// lease. A region whose backend implements it sends each phase of
+// InvalidateTags, PreInvalidateTags and PostInvalidateTags as one call.
+type TagBumper interface {
+	BumpTags(ctx context.Context, counters, markers []string, delta int64, lease time.Duration) error
+}

@@ -212,6 +212,9 @@ func (r *Region) PostInvalidateTags(ctx context.Context, tags ...string) error {
 // bump invalidates tags; mark +1 counts a writer into their pending markers
 // first, -1 counts it out afterwards.
 func (r *Region) bump(ctx context.Context, tags []string, mark int) error {
+	if tb, ok := r.backend.(TagBumper); ok && !r.local {
+		return r.bumpBatch(ctx, tb, tags, mark)
+	}
 	var errs []error
 	if mark > 0 {
 		for _, t := range tags {
@@ -239,6 +242,35 @@ func (r *Region) bump(ctx context.Context, tags []string, mark int) error {
 	if len(errs) > 0 {
 		r.stats.errors.Add(1)
 		return fmt.Errorf("region %s: invalidate tags: %w", r.name, errors.Join(errs...))
+	}
+	return nil
+}
+
+// bumpBatch is bump in one call of a TagBumper backend: a commit phase is
+// one round trip whatever the number of tags. If it fails, every tag is
+// unconfirmed (bypassed here, and retried), as a failed Incr makes one.
+func (r *Region) bumpBatch(ctx context.Context, tb TagBumper, tags []string, mark int) error {
+	counters := make([]string, len(tags))
+	var markers []string
+	if mark != 0 {
+		markers = make([]string, len(tags))
+	}
+	for i, t := range tags {
+		ref := r.tagRef(t)
+		counters[i] = ref.key
+		if markers != nil {
+			markers[i] = ref.pendingKey
+		}
+	}
+	if err := tb.BumpTags(ctx, counters, markers, int64(mark), r.lease); err != nil {
+		for _, t := range tags {
+			r.unconfirmed.add(t)
+		}
+		r.stats.errors.Add(1)
+		return fmt.Errorf("region %s: invalidate tags: %w", r.name, err)
+	}
+	for _, t := range tags {
+		r.unconfirmed.remove(t)
 	}
 	return nil
 }

@@ -1,0 +1,116 @@
+package redisbackend
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/dogpile-go/dogpile/internal/testharness"
+	"github.com/dogpile-go/dogpile/region"
+)
+
+// roundTrips is a go-redis hook counting round trips: a command, or a
+// pipeline (whose commands the client sends together) counts as one.
+type roundTrips struct{ n atomic.Int64 }
+
+func (*roundTrips) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *roundTrips) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTrips) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// Each phase of a tag invalidation is one round trip however many tags it
+// carries, and leaves the counters and markers as the per-tag protocol did:
+// every counter moved, every marker counting the writer in between the
+// phases (with the lease as its time to live) and out after.
+func TestBumpTagsOneRoundTripPerPhase(t *testing.T) {
+	check := func(t *testing.T, client goredis.UniversalClient, raw goredis.UniversalClient) {
+		hook := &roundTrips{}
+		client.AddHook(hook)
+		prefix := uniquePrefix(t)
+		r := region.New(newBackend(t, client, WithPrefix(prefix)), region.WithName("bump"),
+			region.WithInvalidationLease(time.Minute))
+		t.Cleanup(func() { _ = r.Close() })
+		ctx := context.Background()
+		tags := []string{"users", "*", "users#rows", "posts", "posts#user_id=n7"}
+		counter := func(tag string) string { return prefix + ":bump:t:{bump:" + tag + "}" }
+		marker := func(tag string) string { return prefix + ":bump:p:{bump:" + tag + "}" }
+
+		// Warm up: the connection's handshake and the script's first load
+		// (EVALSHA answered NOSCRIPT, then EVAL) are not part of a phase.
+		if err := r.InvalidateTags(ctx, "warm-up"); err != nil {
+			t.Fatal(err)
+		}
+		// Counters exist first (as after the reads that stamped entries).
+		for _, tg := range tags {
+			if err := raw.Set(ctx, counter(tg), 100, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		hook.n.Store(0)
+		if err := r.PreInvalidateTags(ctx, tags...); err != nil {
+			t.Fatal(err)
+		}
+		if n := hook.n.Load(); n != 1 {
+			t.Errorf("PreInvalidateTags of %d tags: %d round trips; want 1", len(tags), n)
+		}
+		for _, tg := range tags {
+			if v, _ := raw.Get(ctx, counter(tg)).Int64(); v != 101 {
+				t.Errorf("counter of %q = %d after the first phase; want 101", tg, v)
+			}
+			if v, _ := raw.Get(ctx, marker(tg)).Int64(); v != 1 {
+				t.Errorf("marker of %q = %d between the phases; want 1", tg, v)
+			}
+			if ttl := raw.PTTL(ctx, marker(tg)).Val(); ttl <= 0 || ttl > time.Minute {
+				t.Errorf("marker of %q expires in %v; want the lease", tg, ttl)
+			}
+		}
+		hook.n.Store(0)
+		if err := r.PostInvalidateTags(ctx, tags...); err != nil {
+			t.Fatal(err)
+		}
+		if n := hook.n.Load(); n != 1 {
+			t.Errorf("PostInvalidateTags of %d tags: %d round trips; want 1", len(tags), n)
+		}
+		for _, tg := range tags {
+			if v, _ := raw.Get(ctx, counter(tg)).Int64(); v != 102 {
+				t.Errorf("counter of %q = %d after the second phase; want 102", tg, v)
+			}
+			if v, _ := raw.Get(ctx, marker(tg)).Int64(); v != 0 {
+				t.Errorf("marker of %q = %d after the second phase; want 0", tg, v)
+			}
+		}
+		// A tag never seen gets a counter of its own, not 1.
+		hook.n.Store(0)
+		if err := r.InvalidateTags(ctx, "fresh"); err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := raw.Get(ctx, counter("fresh")).Int64(); v <= 1 {
+			t.Errorf("a missing counter bumped to %d; want a fresh start", v)
+		}
+		if n := hook.n.Load(); n != 1 {
+			t.Errorf("InvalidateTags: %d round trips; want 1", n)
+		}
+	}
+	t.Run("single", func(t *testing.T) {
+		srv := testharness.SharedRedis(t)
+		check(t, newClient(t, srv.Addr), newClient(t, srv.Addr))
+	})
+	t.Run("cluster", func(t *testing.T) {
+		cl := testharness.RedisCluster(t, 3)
+		check(t, newClusterClient(t, cl.Addrs), newClusterClient(t, cl.Addrs))
+	})
+}
