@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +45,9 @@ import (
 // DOGPILE_BENCH_PG at one (a keyword/value DSN of a user that may create
 // databases, e.g. "host=127.0.0.1 port=5433 user=postgres dbname=postgres
 // sslmode=disable"): the benchmark creates and drops its databases there.
-// The server settings in use are logged (--- BENCH: BenchmarkWrites).
+// The server settings in use are logged (--- BENCH: BenchmarkWrites/…).
+// DOGPILE_BENCH_WRITE_ROTATE=k runs the modes of each case in an order
+// rotated by k.
 
 // wbAuthor is the parent of wbItem (belongs-to).
 type wbAuthor struct {
@@ -311,6 +315,21 @@ var wbCases = []struct {
 
 var wbModes = []string{"no-plugin", "memory", "redis"}
 
+// wbModeOrder returns wbModes rotated by DOGPILE_BENCH_WRITE_ROTATE (0 when
+// unset): scripts/bench-write.sh rotates the order from run to run, so that
+// whatever running first or last costs is spread over the modes.
+func wbModeOrder(b *testing.B) []string {
+	k := 0
+	if v := os.Getenv("DOGPILE_BENCH_WRITE_ROTATE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			b.Fatalf("DOGPILE_BENCH_WRITE_ROTATE=%q: want a number >= 0", v)
+		}
+		k = n % len(wbModes)
+	}
+	return append(slices.Clone(wbModes[k:]), wbModes[:k]...)
+}
+
 // wbSettings returns the durability settings of the server env's database
 // is on.
 func wbSettings(b *testing.B, env *wbEnv) string {
@@ -325,9 +344,10 @@ func wbSettings(b *testing.B, env *wbEnv) string {
 
 func BenchmarkWrites(b *testing.B) {
 	var settings sync.Once
+	modes := wbModeOrder(b)
 	for _, c := range wbCases {
 		b.Run(c.name, func(b *testing.B) {
-			for _, mode := range wbModes {
+			for _, mode := range modes {
 				b.Run(mode, func(b *testing.B) {
 					env := wbSetup(b, mode)
 					settings.Do(func() { b.Logf("postgres: %s", wbSettings(b, env)) })

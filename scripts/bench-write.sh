@@ -5,9 +5,10 @@
 #
 # Builds the root package's test binary once, runs BenchmarkWrites
 # (bench_write_test.go) RUNS times (default 3; each run is one process, so
-# machine noise hits both sides of a ratio alike), computes the ratios
-# memory / no-plugin and redis / no-plugin within each run, and prints the
-# median of each benchmark's ns/op, queries/op (statements reaching
+# machine noise hits both sides of a ratio alike; the order of the modes is
+# rotated from run to run), computes the ratios memory / no-plugin and
+# redis / no-plugin within each run, and prints the median of each
+# benchmark's ns/op, queries/op (statements reaching
 # PostgreSQL), redis-cmds/op and redis-rtts/op (commands and round trips the
 # Redis region sent per commit), and the median of each ratio against the
 # issue's targets: memory <= 1.05x no plugin, Redis <= 1.3x no plugin and
@@ -38,7 +39,9 @@ trap 'rm -rf "$dir"' EXIT
 echo "load before: $(uptime)"
 for i in $(seq "$runs"); do
 	echo "run $i" >>"$dir/out"
-	(cd "$dir" && ./dogpile.test -test.run '^$' -test.bench "$pattern" -test.benchmem "${benchtime[@]}") >"$dir/run$i"
+	# The modes run in an order rotated from run to run (no-plugin first,
+	# then memory first, then redis first, ...).
+	(cd "$dir" && DOGPILE_BENCH_WRITE_ROTATE=$((i - 1)) ./dogpile.test -test.run '^$' -test.bench "$pattern" -test.benchmem "${benchtime[@]}") >"$dir/run$i"
 	grep '^Benchmark' "$dir/run$i" | tee -a "$dir/out"
 	# The logged server settings and command lists, kept from the last run.
 	grep -E 'postgres: server_version|redis commands of one commit|backend errors|^--- BENCH' "$dir/run$i" >"$dir/logs" || true
@@ -64,6 +67,7 @@ function cell(name, unit,    m) {
 }
 BEGIN {
 	ncases = split("update-one tx-three-writes update-where-100", cases, " ")
+	nmodes = split("no-plugin memory redis", modes, " ")
 	units = "ns/op queries/op redis-cmds/op redis-rtts/op allocs/op"
 	nunits = split(units, unitlist, " ")
 }
@@ -82,7 +86,7 @@ FILENAME == ARGV[1] {
 	name = $1
 	sub(/^BenchmarkWrites\//, "", name)
 	sub(/-[0-9]+$/, "", name)
-	if (!(name in seen)) { seen[name] = 1; order[++count] = name }
+	if (!(name in seen)) { seen[name] = 1; count++ }
 	for (i = 3; i < NF; i += 2) {
 		all[name, $(i + 1)] = all[name, $(i + 1)] " " $i
 		at[name, $(i + 1), run] = $i
@@ -95,11 +99,14 @@ END {
 	printf "%-30s", "benchmark (median of " run " runs)"
 	for (u = 1; u <= nunits; u++) printf " %13s", unitlist[u]
 	print ""
-	for (k = 1; k <= count; k++) {
-		printf "%-30s", order[k]
-		for (u = 1; u <= nunits; u++) printf " %s", cell(order[k], unitlist[u])
-		print ""
-	}
+	for (c = 1; c <= ncases; c++)
+		for (m = 1; m <= nmodes; m++) {
+			name = cases[c] "/" modes[m]
+			if (!(name in seen)) continue
+			printf "%-30s", name
+			for (u = 1; u <= nunits; u++) printf " %s", cell(name, unitlist[u])
+			print ""
+		}
 	print ""
 	printf "%-38s %7s %8s   %s\n", "ratio (median of per-run ratios)", "ratio", "target", "per run"
 	for (c = 1; c <= ncases; c++) {
