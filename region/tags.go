@@ -387,9 +387,14 @@ func (u *unconfirmedTags) retry(ctx context.Context) {
 			return
 		}
 		bctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		for _, t := range tags {
-			if _, err := u.r.backend.Incr(bctx, u.r.tagKey(t)); err == nil {
-				u.remove(t)
+		if tb, ok := u.r.backend.(TagBumper); ok && !u.r.local {
+			// One round trip for all of them, repairing unreadable counters.
+			_ = u.r.bumpBatch(bctx, tb, tags, 0)
+		} else {
+			for _, t := range tags {
+				if _, err := u.r.backend.Incr(bctx, u.r.tagKey(t)); err == nil {
+					u.remove(t)
+				}
 			}
 		}
 		cancel()

@@ -14,22 +14,34 @@ import (
 
 // bumpScript applies one phase of a tag invalidation to the tags whose
 // counters are KEYS[1..n] and, when ARGV[2] is not "0", whose pending
-// markers are KEYS[n+1..2n]: each counter is incremented (a missing one
-// first set to its fresh start, ARGV[3+i]), and each marker's writer count
-// moved by ARGV[2], never below 0, with a time to live of ARGV[3]
-// milliseconds. ARGV[1] is n. Counters never expire.
+// markers are KEYS[n+1..2n]: each counter is incremented, and each marker's
+// writer count moved by ARGV[2], never below 0, with a time to live of
+// ARGV[3] milliseconds. ARGV[1] is n. Counters never expire.
+//
+// A counter that is missing, or that holds anything but a decimal integer
+// INCR can take (overwritten, or of another type), is first set to its fresh
+// start, ARGV[3+i]: entries stamped with what it held become misses, and
+// the invalidation lands instead of failing for ever. A marker that cannot
+// be read counts no writer.
 var bumpScript = goredis.NewScript(`
 local n = tonumber(ARGV[1])
 local delta = tonumber(ARGV[2])
-for i = 1, n do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('SET', KEYS[i], ARGV[3 + i])
+local function counter(key, start)
+  local ok, v = pcall(redis.call, 'GET', key)
+  if not ok or not v or not string.find(v, '^%-?%d+$') or #v > 18 then
+    redis.call('DEL', key)
+    redis.call('SET', key, start)
   end
-  redis.call('INCR', KEYS[i])
+  redis.call('INCR', key)
+end
+for i = 1, n do
+  counter(KEYS[i], ARGV[3 + i])
   if delta ~= 0 then
     local m = KEYS[n + i]
-    local v = (tonumber(redis.call('GET', m) or '0') or 0) + delta
+    local ok, old = pcall(redis.call, 'GET', m)
+    local v = ((ok and tonumber(old or '0')) or 0) + delta
     if v < 0 then v = 0 end
+    redis.call('DEL', m)
     redis.call('SET', m, v, 'PX', ARGV[3])
   end
 end

@@ -114,3 +114,65 @@ func TestBumpTagsOneRoundTripPerPhase(t *testing.T) {
 		check(t, newClusterClient(t, cl.Addrs), newClusterClient(t, cl.Addrs))
 	})
 }
+
+// A counter that holds what INCR cannot take (overwritten with text, or a
+// key of another type) is repaired by the next invalidation, which lands:
+// the entries stamped with what it held become misses, instead of the
+// invalidation failing for ever and those entries being served.
+func TestBumpTagsRepairsUnreadableCounters(t *testing.T) {
+	b, raw := shared(t)
+	r := region.New(b, region.WithName("repair"))
+	t.Cleanup(func() { _ = r.Close() })
+	ctx := context.Background()
+	prefix := b.Key("")
+	counter := func(tag string) string { return prefix + "repair:t:{repair:" + tag + "}" }
+	for _, c := range []struct {
+		name    string
+		corrupt func(key string) error
+	}{
+		{"text", func(key string) error { return raw.Set(ctx, key, "not a number", 0).Err() }},
+		{"float", func(key string) error { return raw.Set(ctx, key, "1.5", 0).Err() }},
+		{"wrong type", func(key string) error {
+			if err := raw.Del(ctx, key).Err(); err != nil {
+				return err
+			}
+			return raw.RPush(ctx, key, "x").Err()
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tag := "tag-" + c.name
+			calls := 0
+			get := func() int {
+				v, err := region.GetOrCreate(ctx, r, "k-"+c.name, func(context.Context) (int, error) { calls++; return calls, nil }, region.WithTags(tag))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			if first, again := get(), get(); first != 1 || again != 1 {
+				t.Fatal("the value was not cached")
+			}
+			if err := c.corrupt(counter(tag)); err != nil {
+				t.Fatal(err)
+			}
+			// The entry no longer matches a readable counter: a miss, made
+			// again (and cached under whatever the counter reads as).
+			if err := r.InvalidateTags(ctx, tag); err != nil {
+				t.Fatalf("InvalidateTags over a corrupted counter: %v; want it repaired", err)
+			}
+			if v, _ := raw.Get(ctx, counter(tag)).Int64(); v <= 1 {
+				t.Errorf("repaired counter = %d; want a fresh start", v)
+			}
+			if v := get(); v == 1 {
+				t.Errorf("after the repaired invalidation the old value %d is served", v)
+			}
+			before := calls
+			if err := r.InvalidateTags(ctx, tag); err != nil {
+				t.Fatal(err)
+			}
+			if get(); calls != before+1 {
+				t.Errorf("a later invalidation did not reach the entry (creator calls %d → %d)", before, calls)
+			}
+		})
+	}
+}
