@@ -2,7 +2,6 @@ package redisbackend
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,33 +11,13 @@ import (
 	"github.com/dogpile-go/dogpile/region"
 )
 
-// roundTrips is a go-redis hook counting round trips: a command, or a
-// pipeline (whose commands the client sends together) counts as one.
-type roundTrips struct{ n atomic.Int64 }
-
-func (*roundTrips) DialHook(next goredis.DialHook) goredis.DialHook { return next }
-
-func (h *roundTrips) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
-	return func(ctx context.Context, cmd goredis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *roundTrips) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []goredis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
-
 // Each phase of a tag invalidation is one round trip however many tags it
 // carries, and leaves the counters and markers as the per-tag protocol did:
 // every counter moved, every marker counting the writer in between the
 // phases (with the lease as its time to live) and out after.
 func TestBumpTagsOneRoundTripPerPhase(t *testing.T) {
 	check := func(t *testing.T, client goredis.UniversalClient, raw goredis.UniversalClient) {
-		hook := &roundTrips{}
+		hook := &countHook{} // a command or a pipeline: one round trip
 		client.AddHook(hook)
 		prefix := uniquePrefix(t)
 		r := region.New(newBackend(t, client, WithPrefix(prefix)), region.WithName("bump"),
