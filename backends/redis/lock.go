@@ -60,7 +60,8 @@ func (l *Lock) TryLock(ctx context.Context) (bool, error) {
 	}
 	tok := newToken()
 	ok, err := run(ctx, l.b, "lock", func(ctx context.Context) (bool, error) {
-		return l.b.client.SetNX(ctx, l.key, tok, l.b.lockTTL).Result()
+		n, err := lockScript.Run(ctx, l.b.client, []string{l.key}, tok, ttlMillis(l.b.lockTTL)).Int64()
+		return n == 1, err
 	})
 	if err != nil {
 		if errors.Is(err, ErrUnavailable) {
@@ -87,6 +88,21 @@ func (l *Lock) TryLock(ctx context.Context) (bool, error) {
 
 // extendScript renews the lease of KEYS[1] to ARGV[2] milliseconds if it
 // still holds the token ARGV[1].
+// lockScript takes the lock KEYS[1] for token ARGV[1] with a lease of
+// ARGV[2] milliseconds (SET NX PX). A lock key found without a time to live
+// (written by hand, or restored without its expiry) is given the lease:
+// it counts as expired once the lock TTL has passed, rather than stalling
+// every waiter for its whole wait budget, or for ever.
+var lockScript = goredis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`)
+
 var extendScript = goredis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])

@@ -273,3 +273,32 @@ func TestRegionLockAcrossProcesses(t *testing.T) {
 		t.Fatalf("B did not wait for A's lock: %+v", st)
 	}
 }
+
+// A lock key without a time to live (written by hand, or restored without
+// its expiry) is given the lock's lease by the next TryLock, so it counts as
+// expired once the lock TTL has passed instead of stalling every waiter.
+func TestLockKeyWithoutTTLGetsTheLease(t *testing.T) {
+	const ttl = 5 * time.Second
+	b, raw := shared(t, WithLockTTL(ttl))
+	l := b.Lock("stuck")
+	if err := raw.Set(bg, l.Key(), "a token nobody holds", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := l.TryLock(bg)
+	if err != nil || ok {
+		t.Fatalf("TryLock over a held key = %v, %v; want false", ok, err)
+	}
+	if pttl := raw.PTTL(bg, l.Key()).Val(); pttl <= 0 || pttl > ttl {
+		t.Errorf("the stuck lock key expires in %v; want at most the lock TTL %v", pttl, ttl)
+	}
+	// A lock that expires normally is left as it is.
+	if err := raw.Set(bg, l.Key(), "another", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := l.TryLock(bg); ok {
+		t.Fatal("TryLock took a held lock")
+	}
+	if pttl := raw.PTTL(bg, l.Key()).Val(); pttl <= ttl {
+		t.Errorf("a held lock with its own expiry now expires in %v; want it untouched", pttl)
+	}
+}

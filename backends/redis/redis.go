@@ -83,9 +83,11 @@ func WithPrefix(prefix string) Option {
 // and the client's own timeouts only.
 func WithTimeout(d time.Duration) Option { return func(b *Backend) { b.timeout = d } }
 
-// WithLockTTL sets the lease of the distributed lock (default DefaultLockTTL).
-// A holder extends its lease while it holds the lock, so the TTL bounds only
-// how long a holder that died blocks the others.
+// WithLockTTL sets the lease of the distributed lock (default DefaultLockTTL;
+// d <= 0 keeps the default: a lock without a lease would block the others
+// for ever once its holder died). A holder extends its lease while it holds
+// the lock, so the TTL bounds only how long a holder that died blocks the
+// others.
 func WithLockTTL(d time.Duration) Option { return func(b *Backend) { b.lockTTL = d } }
 
 // WithBreaker sets the circuit breaker: after failures consecutive operations
