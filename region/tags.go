@@ -27,7 +27,9 @@ import (
 // Values filled while a tag's marker counts a writer live no longer than the
 // lease, so a writer that dies between its commit and its second bump leaves
 // stale values behind for at most the lease; once every writer has counted
-// itself out, values live their normal life again.
+// itself out, values live their normal life again. On a backend that
+// implements TagBumper (Redis) each phase, for all its tags, is one call:
+// one round trip.
 //
 // An invalidation that cannot be written (the backend is down) is kept and
 // retried in the background, until it lands or the region is closed; until
