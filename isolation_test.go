@@ -14,20 +14,14 @@ package dogpile_test
 import (
 	"database/sql"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/dogpile-go/dogpile"
 	"github.com/dogpile-go/dogpile/backends/memory"
-	"github.com/dogpile-go/dogpile/internal/countpool"
 	"github.com/dogpile-go/dogpile/internal/dbtest"
-	"github.com/dogpile-go/dogpile/internal/testharness"
 	"github.com/dogpile-go/dogpile/region"
 )
 
@@ -41,18 +35,7 @@ type isoRow struct {
 // no other connection could commit while a test's transaction is open.
 func isoSQLite(t testing.TB) *dbtest.DB {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "iso.db")
-	sqlDB, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_busy_timeout=10000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sqlDB.Close() })
-	pool := &countpool.Pool{DB: sqlDB}
-	db, err := gorm.Open(sqlite.New(sqlite.Config{Conn: pool}), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &dbtest.DB{DB: db, Pool: pool, Dialect: "sqlite"}
+	return dbtest.OpenSQLite(t, "_journal_mode=WAL&_busy_timeout=10000")
 }
 
 // isoPostgres opens a fresh PostgreSQL database whose connections start
@@ -60,18 +43,7 @@ func isoSQLite(t testing.TB) *dbtest.DB {
 // "default_transaction_isolation='repeatable read'").
 func isoPostgres(t testing.TB, settings string) *dbtest.DB {
 	t.Helper()
-	dsn := testharness.SharedPostgres(t).NewDatabase(t) + " " + settings
-	sqlDB, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sqlDB.Close() })
-	pool := &countpool.Pool{DB: sqlDB}
-	db, err := gorm.Open(postgres.New(postgres.Config{Conn: pool}), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &dbtest.DB{DB: db, Pool: pool, Dialect: "postgres"}
+	return dbtest.OpenPostgres(t, settings)
 }
 
 // isoEach is dbtest.Each with isoSQLite's deferred transactions.

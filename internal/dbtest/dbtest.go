@@ -31,11 +31,17 @@ func config() *gorm.Config {
 
 // SQLite opens a new SQLite database file in a temporary folder. The file is
 // shared by every connection of the pool (WAL mode, busy timeout), so
-// concurrent tests behave as they would on a server.
+// concurrent tests behave as they would on a server; transactions begin
+// IMMEDIATE.
 func SQLite(t testing.TB) *DB {
+	return OpenSQLite(t, "_journal_mode=WAL&_busy_timeout=10000&_txlock=immediate")
+}
+
+// OpenSQLite is SQLite with the given DSN parameters.
+func OpenSQLite(t testing.TB, params string) *DB {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "test.db")
-	sqlDB, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_busy_timeout=10000&_txlock=immediate")
+	sqlDB, err := sql.Open("sqlite3", "file:"+path+"?"+params)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,9 +57,17 @@ func SQLite(t testing.TB) *DB {
 
 // Postgres opens a fresh database on the test binary's shared PostgreSQL
 // server (the test package's TestMain must call testharness.Main).
-func Postgres(t testing.TB) *DB {
+func Postgres(t testing.TB) *DB { return OpenPostgres(t, "") }
+
+// OpenPostgres is Postgres whose connections start with the given runtime
+// settings (a DSN suffix such as "default_transaction_isolation='repeatable
+// read'"; "" for none).
+func OpenPostgres(t testing.TB, settings string) *DB {
 	t.Helper()
 	dsn := testharness.SharedPostgres(t).NewDatabase(t)
+	if settings != "" {
+		dsn += " " + settings
+	}
 	sqlDB, err := sql.Open("pgx", dsn)
 	if err != nil {
 		t.Fatal(err)
