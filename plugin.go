@@ -27,6 +27,7 @@ type Plugin struct {
 	memo        *answer.Memo     // answers decoded from the regions; nil: disabled
 	configErr   error            // what is wrong with New's arguments; Initialize returns it
 	lease       time.Duration    // the longest invalidation lease of the regions (foreigntx.go)
+	strict      bool             // WithStrictInvalidation: a failed pre-invalidation fails the commit
 
 	// Set once by Initialize, under initMu, before any callback of the
 	// plugin can run; read-only afterwards.
@@ -85,7 +86,10 @@ const DefaultDecodedCacheBytes = 32 << 20
 // PluginOption configures a Plugin.
 type PluginOption func(*pluginConfig)
 
-type pluginConfig struct{ decodedBytes int64 }
+type pluginConfig struct {
+	decodedBytes int64
+	strict       bool
+}
 
 // WithDecodedCache bounds the memory the plugin spends remembering decoded
 // answers (DefaultDecodedCacheBytes without this option; 0 turns it off). A
@@ -98,6 +102,23 @@ func WithDecodedCache(maxBytes int64) PluginOption {
 	return func(c *pluginConfig) { c.decodedBytes = maxBytes }
 }
 
+// ErrInvalidationFailed is matched by the error a commit returns under
+// WithStrictInvalidation when the invalidation that must precede it could
+// not be written to a region's backend; the transaction was rolled back.
+var ErrInvalidationFailed = errors.New("dogpile: invalidation could not be written; the transaction was rolled back")
+
+// WithStrictInvalidation makes a commit whose first invalidation phase
+// cannot be written (the backend is down, paused, out of memory) fail: the
+// transaction is rolled back and Commit returns an error matching
+// ErrInvalidationFailed, so no commit exists whose invalidation did not
+// reach the backend. Without it a cache outage never fails a write: the
+// commit proceeds, its tables are bypassed in this process, and the
+// invalidation is retried until it lands (see the README's failure model
+// for what other processes may serve meanwhile).
+func WithStrictInvalidation() PluginOption {
+	return func(c *pluginConfig) { c.strict = true }
+}
+
 // New returns the plugin over the named regions. The map is copied. New
 // never fails: what is wrong with its arguments (no regions, a nil region,
 // a region under the empty name, which InvalidateKey could not name) is
@@ -107,7 +128,7 @@ func New(regions map[string]*region.Region, opts ...PluginOption) *Plugin {
 	for _, o := range opts {
 		o(&c)
 	}
-	p := &Plugin{regions: make(map[string]*region.Region, len(regions)), memo: answer.NewMemo(c.decodedBytes)}
+	p := &Plugin{regions: make(map[string]*region.Region, len(regions)), memo: answer.NewMemo(c.decodedBytes), strict: c.strict}
 	names := make([]string, 0, len(regions))
 	for name := range regions {
 		names = append(names, name)
