@@ -428,16 +428,21 @@ func (b *Backend) Delete(ctx context.Context, keys ...string) error {
 }
 
 // incrScript increments KEYS[1], first setting it to ARGV[1] if it is
-// missing. Counters are stored without expiry.
+// missing or holds anything INCR cannot take (text, a float, a key of
+// another type): as bumpScript does, an unreadable counter is repaired with
+// a fresh start instead of failing every call. Counters are stored without
+// expiry.
 var incrScript = goredis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local ok, v = pcall(redis.call, 'GET', KEYS[1])
+if not ok or not v or not string.find(v, '^%-?%d+$') or #v > 18 then
+  redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[1], ARGV[1])
 end
 return redis.call('INCR', KEYS[1])
 `)
 
-// Incr increments the counter at key. A missing counter starts from a random
-// 48-bit value, so a counter deleted or evicted and made again does not
+// Incr increments the counter at key. A missing or unreadable counter starts
+// from a random 48-bit value, so a counter deleted or evicted and made again does not
 // repeat the values it had. Counters never expire.
 func (b *Backend) Incr(ctx context.Context, key string) (int64, error) {
 	start := rand.Int64N(1 << counterStartBits)
