@@ -82,14 +82,14 @@ func (f *foreignWrites) check(tables []string) (bypass bool, due []invalidation)
 func (p *Plugin) foreignBypass(ctx context.Context, tables []string) bool {
 	bypass, due := p.foreign.check(tables)
 	if len(due) > 0 {
-		p.apply(ctx, due, phasePost)
+		_ = p.apply(ctx, due, phasePost) // retried by the regions
 	}
 	return bypass
 }
 
 // writeForeign is the first phase of a write in a transaction the plugin
 // cannot follow; foreignBypass does the second once the lease has passed.
-func (p *Plugin) writeForeign(ctx context.Context, inv invalidation) {
+func (p *Plugin) writeForeign(ctx context.Context, inv invalidation) error {
 	p.foreign.add(inv, p.lease)
-	p.apply(ctx, []invalidation{inv}, phasePre)
+	return p.apply(ctx, []invalidation{inv}, phasePre)
 }

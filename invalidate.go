@@ -4,8 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"runtime"
-	"slices"
 	"sync"
 	"weak"
 
@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"github.com/dogpile-go/dogpile/internal/sqlscan"
+	"github.com/dogpile-go/dogpile/region"
 )
 
 // The invalidation protocol, write side. Every write made through GORM
@@ -284,7 +285,7 @@ func (p *Plugin) beginWrite(db *gorm.DB, inv invalidation) {
 	if foreign {
 		// A transaction the plugin did not open: its commit cannot be seen
 		// (foreigntx.go).
-		p.writeForeign(db.Statement.Context, inv)
+		p.strictly(db, p.writeForeign(db.Statement.Context, inv))
 		return
 	}
 	// Outside a transaction: entries filled from now until the second
@@ -296,11 +297,23 @@ func (p *Plugin) beginWrite(db *gorm.DB, inv invalidation) {
 // afterWrite, once the statement ran.
 func (p *Plugin) around(db *gorm.DB, invs []invalidation) {
 	stmt := db.Statement
-	p.apply(stmt.Context, invs, phasePre)
+	p.strictly(db, p.apply(stmt.Context, invs, phasePre))
 	if v, ok := stmt.Settings.Load(postKey{stmt}); ok {
 		invs = append(v.([]invalidation), invs...)
 	}
 	stmt.Settings.Store(postKey{stmt}, invs)
+}
+
+// strictly fails the statement of db, before it runs, when its first
+// invalidation phase failed (err) under WithStrictInvalidation: GORM's
+// Create, Update, Delete, Exec and Raw callbacks do not run a statement
+// that has an error, so no write lands without its invalidation. The second
+// phase still runs (afterWrite), counting the writer out where the first
+// one landed.
+func (p *Plugin) strictly(db *gorm.DB, err error) {
+	if err != nil && p.strict {
+		_ = db.AddError(fmt.Errorf("%w: %w", ErrInvalidationFailed, err))
+	}
 }
 
 // afterWrite is the second phase of a write made outside a transaction, and
@@ -311,7 +324,7 @@ func (p *Plugin) afterWrite(db *gorm.DB) {
 		v.(*rawTxUndo).settle(db.Error)
 	}
 	if v, ok := stmt.Settings.LoadAndDelete(postKey{stmt}); ok {
-		p.apply(stmt.Context, v.([]invalidation), phasePost)
+		_ = p.apply(stmt.Context, v.([]invalidation), phasePost) // retried by the regions
 	}
 }
 
@@ -324,42 +337,61 @@ const (
 	phasePost              // after it: bump again and withdraw the mark
 )
 
-// apply invalidates invs in their regions. Errors are kept by the regions,
-// which retry them and bypass the affected tags until they land: a cache
-// outage never fails a write.
-func (p *Plugin) apply(ctx context.Context, invs []invalidation, ph phase) {
+// apply invalidates invs in their regions: one call per region and phase,
+// which a shared backend sends as one round trip (a statement whose tables
+// are unknown adds region.EveryValue, the whole region, to the same call).
+// Errors are kept by the regions, which retry them and bypass the affected
+// tags until they land: a cache outage never fails a write. It returns the
+// errors, for WithStrictInvalidation.
+func (p *Plugin) apply(ctx context.Context, invs []invalidation, ph phase) error {
 	ctx = background(ctx)
+	var errs []error
 	for i, r := range p.regionList {
-		var tags []string
-		all := false
-		for _, inv := range invs {
-			// The name the region is registered under: InvalidateKey's,
-			// whatever name the region gave itself.
-			if inv.region != "" && inv.region != p.regionNames[i] {
-				continue
-			}
-			all = all || inv.all
-			for _, t := range inv.tags {
-				if !slices.Contains(tags, t) {
-					tags = append(tags, t)
-				}
-			}
-		}
-		if all {
-			_ = r.Invalidate(ctx, true)
-		}
+		tags := p.regionTags(invs, p.regionNames[i])
 		if len(tags) == 0 {
 			continue
 		}
+		var err error
 		switch ph {
 		case phasePre:
-			_ = r.PreInvalidateTags(ctx, tags...)
+			err = r.PreInvalidateTags(ctx, tags...)
 		case phasePost:
-			_ = r.PostInvalidateTags(ctx, tags...)
+			err = r.PostInvalidateTags(ctx, tags...)
 		default:
-			_ = r.InvalidateTags(ctx, tags...)
+			err = r.InvalidateTags(ctx, tags...)
+		}
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// regionTags returns the tags of invs that concern the region registered
+// under name, each once, in the order they first appear.
+func (p *Plugin) regionTags(invs []invalidation, name string) []string {
+	var tags []string
+	seen := make(map[string]struct{})
+	add := func(t string) {
+		if _, dup := seen[t]; !dup {
+			seen[t] = struct{}{}
+			tags = append(tags, t)
+		}
+	}
+	for _, inv := range invs {
+		// The name the region is registered under: InvalidateKey's,
+		// whatever name the region gave itself.
+		if inv.region != "" && inv.region != name {
+			continue
+		}
+		if inv.all {
+			add(region.EveryValue)
+		}
+		for _, t := range inv.tags {
+			add(t)
+		}
+	}
+	return tags
 }
 
 // pluginOf finds the plugin registered on db.
@@ -489,9 +521,9 @@ func (p *Plugin) invalidate(db *gorm.DB, inv invalidation) {
 			return
 		}
 		if foreign {
-			p.writeForeign(ctx, inv)
+			_ = p.writeForeign(ctx, inv) // retried by the regions
 			return
 		}
 	}
-	p.apply(ctx, []invalidation{inv}, phaseOnly)
+	_ = p.apply(ctx, []invalidation{inv}, phaseOnly) // retried by the regions
 }

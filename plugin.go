@@ -102,16 +102,21 @@ func WithDecodedCache(maxBytes int64) PluginOption {
 	return func(c *pluginConfig) { c.decodedBytes = maxBytes }
 }
 
-// ErrInvalidationFailed is matched by the error a commit returns under
-// WithStrictInvalidation when the invalidation that must precede it could
-// not be written to a region's backend; the transaction was rolled back.
-var ErrInvalidationFailed = errors.New("dogpile: invalidation could not be written; the transaction was rolled back")
+// ErrInvalidationFailed is matched by the error of a write under
+// WithStrictInvalidation whose first invalidation phase could not be
+// written to a region's backend: a transaction's Commit rolled it back, and
+// a write outside a transaction (or a raw COMMIT) was not run. The error
+// wraps the backend's.
+var ErrInvalidationFailed = errors.New("dogpile: invalidation could not be written, so the write was not committed")
 
 // WithStrictInvalidation makes a commit whose first invalidation phase
 // cannot be written (the backend is down, paused, out of memory) fail: the
 // transaction is rolled back and Commit returns an error matching
 // ErrInvalidationFailed, so no commit exists whose invalidation did not
-// reach the backend. Without it a cache outage never fails a write: the
+// reach the backend. A write outside a transaction is not run, with the
+// same error; so is a raw COMMIT (Exec("COMMIT")), whose transaction then
+// stays open for the caller to roll back. Entries other processes fill
+// during a commit window still live no longer than the invalidation lease. Without it a cache outage never fails a write: the
 // commit proceeds, its tables are bypassed in this process, and the
 // invalidation is retried until it lands (see the README's failure model
 // for what other processes may serve meanwhile).

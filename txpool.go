@@ -3,6 +3,8 @@ package dogpile
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -264,16 +266,24 @@ func (t *txState) isUncertain() bool {
 }
 
 // Commit commits, with the invalidations of the transaction's writes around
-// the commit; they are done when Commit returns.
+// the commit; they are done when Commit returns. Under
+// WithStrictInvalidation, a first phase that cannot be written rolls the
+// transaction back instead, and Commit returns an error matching
+// ErrInvalidationFailed.
 func (t *txConn) Commit() error {
 	pending := t.take()
 	if len(pending) == 0 {
 		return t.committer.Commit()
 	}
 	ctx := background(t.ctx)
-	t.plugin.apply(ctx, pending, phasePre)
+	if err := t.plugin.apply(ctx, pending, phasePre); err != nil && t.plugin.strict {
+		// WithStrictInvalidation: no commit without its invalidation.
+		rerr := t.committer.Rollback()
+		_ = t.plugin.apply(ctx, pending, phasePost) // count out where the first phase landed
+		return errors.Join(fmt.Errorf("%w: %w", ErrInvalidationFailed, err), rerr)
+	}
 	err := t.committer.Commit()
-	t.plugin.apply(ctx, pending, phasePost)
+	_ = t.plugin.apply(ctx, pending, phasePost) // retried by the regions
 	return err
 }
 

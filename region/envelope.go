@@ -8,7 +8,9 @@ import (
 // envelopeVersion is the format of the bytes a Region stores. An entry with
 // another version is a miss and is regenerated, so a deploy that changes the
 // format never misreads old entries. Bump it with any change to the layout.
-const envelopeVersion = 1
+// Version 2 added the region-wide generations (hard, soft), which replaced
+// version 1's comparison of created with invalidation times.
+const envelopeVersion = 2
 
 // envelope is one stored value with its metadata:
 //
@@ -17,15 +19,22 @@ const envelopeVersion = 1
 //	int64    expires, Unix nanoseconds; 0 never (big-endian)
 //	int64    dies, Unix nanoseconds; 0 never (big-endian): past it the
 //	         value is a miss, not stale (the invalidation lease)
+//	int64    hard, the region's hard generation when the value was made
+//	int64    soft, the region's soft generation when the value was made
 //	uvarint  number of stamps, then each stamp as uvarint length + bytes
 //	rest     payload, as the codec wrote it
 //
 // The stamps are the values of the entry's tags as read before its value
-// was made; the entry is valid only while every tag still holds them.
+// was made; the entry is valid only while every tag still holds them. The
+// generations are those of the region-wide record, read with the stamps:
+// another hard generation makes the entry a miss, another soft one stale.
+// The times serve expiry only, never invalidation.
 type envelope struct {
 	created int64
 	expires int64
 	dies    int64
+	hard    int64
+	soft    int64
 	stamps  [][]byte // what marshal writes; unmarshal leaves it nil
 	payload []byte
 
@@ -54,11 +63,14 @@ func (e *envelope) stampList() [][]byte {
 	return out
 }
 
+// fixedLen is the length of the fixed fields after the version byte.
+const fixedLen = 5 * 8
+
 var errBadEnvelope = errors.New("region: malformed entry")
 var errOldEnvelope = errors.New("region: entry of another format version")
 
 func (e *envelope) marshal() []byte {
-	n := 1 + 24 + binary.MaxVarintLen64 + len(e.payload)
+	n := 1 + fixedLen + binary.MaxVarintLen64 + len(e.payload)
 	for _, s := range e.stamps {
 		n += binary.MaxVarintLen64 + len(s)
 	}
@@ -67,6 +79,8 @@ func (e *envelope) marshal() []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(e.created))
 	b = binary.BigEndian.AppendUint64(b, uint64(e.expires))
 	b = binary.BigEndian.AppendUint64(b, uint64(e.dies))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.hard))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.soft))
 	b = binary.AppendUvarint(b, uint64(len(e.stamps)))
 	for _, s := range e.stamps {
 		b = binary.AppendUvarint(b, uint64(len(s)))
@@ -83,13 +97,15 @@ func (e *envelope) unmarshal(b []byte) error {
 	if b[0] != envelopeVersion {
 		return errOldEnvelope
 	}
-	if len(b) < 25 {
+	if len(b) < 1+fixedLen {
 		return errBadEnvelope
 	}
 	e.created = int64(binary.BigEndian.Uint64(b[1:]))
 	e.expires = int64(binary.BigEndian.Uint64(b[9:]))
 	e.dies = int64(binary.BigEndian.Uint64(b[17:]))
-	b = b[25:]
+	e.hard = int64(binary.BigEndian.Uint64(b[25:]))
+	e.soft = int64(binary.BigEndian.Uint64(b[33:]))
+	b = b[1+fixedLen:]
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(len(b)) {
 		return errBadEnvelope

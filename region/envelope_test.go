@@ -11,8 +11,8 @@ import (
 func sampleEnvelopes() []envelope {
 	return []envelope{
 		{},
-		{created: 1, expires: 2, dies: 3},
-		{created: -1, expires: math.MaxInt64, dies: math.MinInt64, payload: []byte("payload")},
+		{created: 1, expires: 2, dies: 3, hard: 4, soft: 5},
+		{created: -1, expires: math.MaxInt64, dies: math.MinInt64, hard: math.MinInt64, soft: math.MaxInt64, payload: []byte("payload")},
 		{created: 1767225600000000000, expires: 1767226200000000000, stamps: [][]byte{[]byte("123456789")}, payload: []byte{0x84, 0xa2, 'I', 'D'}},
 		{created: 5, stamps: [][]byte{{}, []byte("7"), bytes.Repeat([]byte("x"), 300)}, payload: bytes.Repeat([]byte{0xff}, 1000)},
 		{stamps: make([][]byte, 200)}, // many empty stamps
@@ -20,7 +20,7 @@ func sampleEnvelopes() []envelope {
 }
 
 func equalEnvelopes(a, b *envelope) bool {
-	if a.created != b.created || a.expires != b.expires || a.dies != b.dies ||
+	if a.created != b.created || a.expires != b.expires || a.dies != b.dies || a.hard != b.hard || a.soft != b.soft ||
 		len(a.stamps) != len(b.stamps) || !bytes.Equal(a.payload, b.payload) {
 		return false
 	}
@@ -73,7 +73,7 @@ func TestEnvelopeUnmarshalResets(t *testing.T) {
 
 // headerLen is the length of the envelope's bytes before its payload.
 func headerLen(e *envelope) int {
-	n := 25 + len(binary.AppendUvarint(nil, uint64(len(e.stamps))))
+	n := 1 + fixedLen + len(binary.AppendUvarint(nil, uint64(len(e.stamps))))
 	for _, s := range e.stamps {
 		n += len(binary.AppendUvarint(nil, uint64(len(s)))) + len(s)
 	}
@@ -108,7 +108,7 @@ func TestEnvelopeTruncated(t *testing.T) {
 }
 
 func header(stampsAndRest ...[]byte) []byte {
-	b := make([]byte, 25)
+	b := make([]byte, 1+fixedLen)
 	b[0] = envelopeVersion
 	for _, p := range stampsAndRest {
 		b = append(b, p...)

@@ -26,11 +26,11 @@ type flight struct {
 	made    bool   // a value exists: made by the creator, or found fresh on re-read
 	payload []byte // the value encoded; nil when encoding failed
 	err     error  // the creator's error; nothing was stored
-	// created and stamps say what the value was made from (as in its
+	// hard and stamps say what the value was made from (as in its
 	// envelope): a caller that joined the flight uses the value only if its
 	// own view of the region is no newer.
-	created int64
-	stamps  [][]byte
+	hard   int64
+	stamps [][]byte
 	// run is the creator run's number (Region.creations); 0 when the value
 	// was found stored rather than made.
 	run   int64
@@ -40,7 +40,7 @@ type flight struct {
 // found records a stored value that a re-read found fresh.
 func (fl *flight) found(env *envelope) {
 	fl.payload, fl.made = append([]byte(nil), env.payload...), true
-	fl.created = env.created
+	fl.hard = env.hard
 	fl.stamps = env.stampList()
 	for i, st := range fl.stamps {
 		fl.stamps[i] = append([]byte(nil), st...)
@@ -48,8 +48,9 @@ func (fl *flight) found(env *envelope) {
 }
 
 // currentFor reports whether a flight's value may be given to a caller that
-// joined it with the view s of entry i: made no earlier than the region's
-// hard invalidation in s, from the same tag versions. A value that was being
+// joined it with the view s of entry i: made under the region's hard
+// generation in s, from the same tag versions (what s could not read is
+// not compared). A value that was being
 // made when a write committed is not given to a caller that began after it.
 func (fl *flight) currentFor(s *snapshot, i int) bool {
 	if s.failed {
@@ -57,7 +58,7 @@ func (fl *flight) currentFor(s *snapshot, i int) bool {
 		// arrived is surely as new as what the caller must see.
 		return fl.run > s.seq
 	}
-	if fl.created < s.inv.hard {
+	if s.inv.hardOK && fl.hard != s.inv.hard {
 		return false
 	}
 	cur := s.stampsOf(i)

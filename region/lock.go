@@ -435,7 +435,7 @@ func (r *Region) create(ctx context.Context, ck callKeys, todo []claim, s *snaps
 		}
 		bkey := ck.bkeys[c.i]
 		c.fl.val, c.fl.made = v, true
-		c.fl.created, c.fl.stamps, c.fl.run = s.now, s.stampsOf(c.at), run
+		c.fl.hard, c.fl.stamps, c.fl.run = s.inv.hard, s.stampsOf(c.at), run
 		c.fl.payload = r.keep(ctx, bkey, v, s, c.at, co, locks[bkey])
 	}
 }

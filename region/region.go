@@ -13,7 +13,6 @@ package region
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -32,9 +31,14 @@ type Region struct {
 	name        string
 	prefix      string // the escaped name + ":"; starts every key the region stores
 	entryPrefix string // prefix + "k:"; starts every entry key
-	invKey      string // holds the region's hard and soft invalidation times
+	// The region-wide invalidation record (record.go): the keys of its
+	// hard and soft generation counters and of its pending marker, and what
+	// reading its hard generation takes as a tag (EveryValue).
+	hardKey, softKey, recordPending string
+	everyRef, softRef               *tagRef
 	// local is set when the backend serves this process only: the
-	// invalidation record then lives in hard and soft, not in the backend.
+	// record's generations then live in the process (soft and, without
+	// CounterRefs, hard), not in the backend.
 	local          bool
 	refs           CounterRefs // the backend's, when it has them (local only)
 	expiration     time.Duration
@@ -53,7 +57,7 @@ type Region struct {
 	async chan struct{}
 
 	// Atomics.
-	hard, soft atomic.Int64 // a local backend's invalidation record, Unix nanoseconds
+	hard, soft atomic.Int64 // a local backend's generations, when it has no CounterRefs (record.go)
 	// creations numbers the creator runs: each takes the next number just
 	// before it reads its source. A caller that could not read the backend
 	// takes a joined flight's value only if that run read after it arrived.
@@ -95,11 +99,11 @@ func New(backend Backend, opts ...Option) *Region {
 	// spell an internal key of region "a:k".
 	r.prefix = strings.NewReplacer("%", "%25", ":", "%3A").Replace(r.name) + ":"
 	r.entryPrefix = r.prefix + "k:"
-	r.invKey = r.prefix + "inv"
 	if l, ok := backend.(ProcessLocal); ok && l.ProcessLocal() {
 		r.local = true
 		r.refs, _ = backend.(CounterRefs)
 	}
+	r.initRecord()
 	r.flights.m = make(map[string]*flight)
 	r.unconfirmed.r = r
 	r.bg.init()
@@ -183,29 +187,13 @@ const (
 	stale              // serve it, and one caller regenerates
 )
 
-// invalidation is the region-wide invalidation record: values created before
-// hard are misses, before soft are stale (dogpile's timestamp rule).
-type invalidation struct{ hard, soft int64 }
-
-func parseInvalidation(b []byte) invalidation {
-	if len(b) != 16 {
-		return invalidation{}
-	}
-	return invalidation{int64(binary.BigEndian.Uint64(b)), int64(binary.BigEndian.Uint64(b[8:]))}
-}
-
-func (iv invalidation) bytes() []byte {
-	b := binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(iv.hard))
-	return binary.BigEndian.AppendUint64(b, uint64(iv.soft))
-}
-
 // snapshot is one round trip's view of some entries and what decides their
 // validity: the region's invalidation record and the entries' tags. It
 // belongs to the goroutine that read it; what a flight takes from it (raw
 // entries, stampsOf) is not written afterwards.
 type snapshot struct {
 	raw     [][]byte // per entry key; nil when missing
-	inv     invalidation
+	inv     record   // the region-wide generations (record.go)
 	tags    []string // the call's tags, then the keys' own tags (WithKeyTags)
 	tagKeys []string // the backend key of each tag's counter
 	stamps  [][]byte // current value of each tag; nil when the tag has no counter yet
@@ -262,12 +250,9 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	}
 	n := len(keys)
 	s.raw = vals[:n:n]
-	rest := r.readInvalidation(&s, vals[n:], ti)
+	rest := r.readRecord(&s, vals[n:], ti)
 	r.readStamps(&s, rest, ti)
-	s.bypass = len(tags) > 0 && r.unconfirmed.any(tags)
-	// The coarse clock may lag an invalidation read here; what is made after
-	// this read is newer than it, and is dated so.
-	s.now = max(s.now, s.inv.hard, s.inv.soft)
+	s.bypass = r.unconfirmed.any(tags)
 	return s, nil
 }
 
@@ -286,9 +271,9 @@ func (r *Region) readTags(keys []string, co *callOptions) ([]string, *tagInfo, [
 }
 
 // fetchList returns what a read asks the backend for: the entry keys, then
-// what the region does not hold itself: the invalidation record (shared
-// backends), then the tag counters and pending markers (unless the backend
-// has CounterRefs). It may use the spare capacity of keys.
+// what the region does not hold itself: the region-wide record (shared
+// backends: recordKeys), then the tag counters and pending markers (unless
+// the backend has CounterRefs). It may use the spare capacity of keys.
 func (r *Region) fetchList(keys []string, ti *tagInfo) []string {
 	if r.local && r.refs != nil {
 		return keys
@@ -298,12 +283,12 @@ func (r *Region) fetchList(keys []string, ti *tagInfo) []string {
 		fetch = nil
 	}
 	all := keys
-	if extra := 1 + len(fetch); cap(all)-len(all) < extra {
+	if extra := recordKeys + len(fetch); cap(all)-len(all) < extra {
 		all = make([]string, len(keys), len(keys)+extra)
 		copy(all, keys)
 	}
 	if !r.local {
-		all = append(all, r.invKey)
+		all = append(all, r.hardKey, r.recordPending, r.softKey)
 	}
 	return append(all, fetch...)
 }
@@ -315,25 +300,7 @@ func (r *Region) failRead(s *snapshot, nkeys int) {
 	s.failed = true
 	s.raw = make([][]byte, nkeys)
 	s.stamps = make([][]byte, len(s.tags))
-	s.bypass = len(s.tags) > 0 && r.unconfirmed.any(s.tags)
-}
-
-// readInvalidation fills in the invalidation record of s: from the region's
-// memory (with the pending marks of its tags) for a ProcessLocal backend,
-// else from the first of vals, what the backend returned after the entries.
-// It returns the rest of vals.
-func (r *Region) readInvalidation(s *snapshot, vals [][]byte, ti *tagInfo) [][]byte {
-	if !r.local {
-		s.inv = parseInvalidation(vals[0])
-		return vals[1:]
-	}
-	s.inv = invalidation{r.hard.Load(), r.soft.Load()}
-	for _, m := range ti.marks {
-		if m.pending(s.now) {
-			s.pending = true
-		}
-	}
-	return vals
+	s.bypass = r.unconfirmed.any(s.tags)
 }
 
 // readStamps fills in the stamps of s: from the counters themselves for a
@@ -345,9 +312,14 @@ func (r *Region) readStamps(s *snapshot, vals [][]byte, ti *tagInfo) {
 		s.stamps = counterStamps(ti.counters)
 	case r.refs == nil:
 		s.stamps = vals[:len(s.tags)]
+		for i, st := range s.stamps {
+			if _, ok := parseCounter(st); !ok {
+				s.stamps[i] = nil // unreadable: as if missing, a miss
+			}
+		}
 		if !r.local {
 			for _, p := range vals[len(s.tags):] {
-				if p != nil && pendingCount(p) > 0 {
+				if markerPending(p) {
 					s.pending = true
 				}
 			}
@@ -447,7 +419,7 @@ func (r *Region) classify(raw []byte, s *snapshot, i int, co *callOptions, env *
 		}
 		return miss
 	}
-	if env.created < s.inv.hard || (env.dies != 0 && s.now > env.dies) {
+	if !s.inv.ok || env.hard != s.inv.hard || (env.dies != 0 && s.now > env.dies) {
 		return miss
 	}
 	raw = env.rawStamps
@@ -476,7 +448,7 @@ func (r *Region) classify(raw []byte, s *snapshot, i int, co *callOptions, env *
 	if co != nil && co.ignoreExpiry {
 		return fresh
 	}
-	if env.created < s.inv.soft {
+	if env.soft != s.inv.soft {
 		return stale
 	}
 	if co != nil && co.expirationSet {
@@ -628,12 +600,13 @@ func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, i in
 // store writes payload under the backend key k, stamped with the tag values
 // in s, and only while those tags still hold them.
 func (r *Region) store(ctx context.Context, k string, payload []byte, s *snapshot, i int, co *callOptions, fence *Guard) (bool, error) {
-	// A value is as old as the read that preceded its making: an
-	// invalidation made while its creator ran is newer than it.
+	// A value is as old as the read that preceded its making, and carries
+	// the generations and stamps that read saw: an invalidation made while
+	// its creator ran changed them.
 	now := s.now
 	expires, dies, ttl := r.lifetimes(now, co, s.pending)
 	stamps := s.stampsOf(i)
-	env := envelope{created: now, expires: expires, dies: dies, stamps: stamps, payload: payload}
+	env := envelope{created: now, expires: expires, dies: dies, hard: s.inv.hard, soft: s.inv.soft, stamps: stamps, payload: payload}
 	item := Item{Key: k, Value: env.marshal(), TTL: ttl}
 	if len(stamps) == 0 && fence == nil {
 		return true, r.backend.SetMulti(ctx, []Item{item})
@@ -657,43 +630,22 @@ func (r *Region) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Invalidate invalidates every value created before now, in every process
-// that shares the backend. Hard invalidation makes them misses: callers wait
-// for a new value. Soft invalidation makes them stale: one caller
-// regenerates while the others are served the old value. Soft invalidation
-// works without an expiration time too.
+// Invalidate invalidates every value of the region made so far, in every
+// process that shares the backend. Hard invalidation makes them misses:
+// callers wait for a new value. Soft invalidation makes them stale: one
+// caller regenerates while the others are served the old value. Soft
+// invalidation works without an expiration time too.
+//
+// The region-wide record is a pair of counters, not a time (record.go):
+// losing it (eviction, deletion) makes every value a miss, and no clock
+// takes part. If the backend cannot be written, the invalidation is
+// retried in the background as InvalidateTags' is, and the region's values
+// are bypassed in this process until it lands.
 func (r *Region) Invalidate(ctx context.Context, hard bool) error {
-	if r.local {
-		now := r.preciseNanos()
-		if hard {
-			r.hard.Store(now)
-		} else {
-			r.soft.Store(now)
-		}
-		return nil
+	if hard {
+		return r.bump(ctx, []string{EveryValue}, 0)
 	}
-	// The first try and ten more.
-	last, ok, err := r.compareAndSet(ctx, r.invKey, 11, func(old []byte) Item {
-		iv := parseInvalidation(old)
-		now := r.preciseNanos()
-		if hard {
-			iv.hard = now
-		} else {
-			iv.soft = now
-		}
-		return Item{Key: r.invKey, Value: iv.bytes()}
-	})
-	if err != nil {
-		r.stats.errors.Add(1)
-		return fmt.Errorf("region %s: invalidate: %w", r.name, err)
-	}
-	if !ok {
-		// Ten concurrent invalidations in a row: write ours regardless.
-		if err := r.backend.SetMulti(ctx, []Item{last}); err != nil {
-			return fmt.Errorf("region %s: invalidate: %w", r.name, err)
-		}
-	}
-	return nil
+	return r.bump(ctx, []string{softTag}, 0)
 }
 
 // compareAndSet replaces what the backend holds under key with the item

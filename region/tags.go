@@ -125,6 +125,12 @@ type tagRef struct {
 // lookups. Counters and marks keep their address for the region's life, so
 // a ref is never out of date.
 func (r *Region) tagRef(tag string) *tagRef {
+	switch tag {
+	case EveryValue:
+		return r.everyRef
+	case softTag:
+		return r.softRef
+	}
 	if ref, ok := r.tagRefs.GetIfPresent(tag); ok {
 		return ref
 	}
@@ -162,9 +168,15 @@ func (m *localMark) pending(now int64) bool {
 	return m.writers.Load() > 0 && now < m.until.Load()
 }
 
-// initStamps gives every tag in s that has no counter yet a fresh one, so the
-// value about to be made carries stamps that a later invalidation changes.
+// initStamps gives every tag in s that has no counter yet (or one that could
+// not be read) a fresh one, and the region's record the generations it
+// lacks (setRecord), so the value about to be made carries stamps that a
+// later invalidation changes. The backend's Incr repairs a counter that
+// holds what it cannot increment.
 func (r *Region) initStamps(ctx context.Context, s *snapshot) error {
+	if err := r.setRecord(ctx, s); err != nil {
+		return err
+	}
 	for i, st := range s.stamps {
 		if st != nil {
 			continue
@@ -234,7 +246,11 @@ func (r *Region) bump(ctx context.Context, tags []string, mark int) error {
 		}
 	}()
 	for _, t := range tags {
-		if _, err := r.backend.Incr(ctx, r.tagKey(t)); err != nil {
+		if ref := r.tagRef(t); r.local && ref.counter != nil {
+			ref.counter.Add(1) // the process's own generation, or a CounterRefs one
+			continue
+		}
+		if _, err := r.backend.Incr(ctx, r.tagRef(t).key); err != nil {
 			r.unconfirmed.add(t)
 			errs = append(errs, fmt.Errorf("tag %q: %w", t, err))
 			continue
@@ -280,16 +296,17 @@ func (r *Region) bumpBatch(ctx context.Context, tb TagBumper, tags []string, mar
 // adjustPending adds delta to the number of writers counted in tag's pending
 // marker and renews its lease, by compare-and-set on the marker.
 func (r *Region) adjustPending(ctx context.Context, tag string, delta int64) error {
+	ref := r.tagRef(tag)
 	if r.local {
 		// A backend private to the process: the marker lives here.
-		m := r.markFor(tag)
+		m := ref.mark
 		if m.writers.Add(delta) < 0 {
 			m.writers.Store(0)
 		}
 		m.until.Store(r.nanos() + int64(r.lease))
 		return nil
 	}
-	key := r.pendingKey(tag)
+	key := ref.pendingKey
 	_, ok, err := r.compareAndSet(ctx, key, 16, func(old []byte) Item {
 		n := max(pendingCount(old)+delta, 0)
 		return Item{Key: key, Value: strconv.AppendInt(nil, n, 10), TTL: r.lease}
@@ -305,10 +322,10 @@ func (r *Region) adjustPending(ctx context.Context, tag string, delta int64) err
 }
 
 // pendingCount reads a pending marker: the number of writers between their
-// two invalidation phases.
+// two invalidation phases. A writer's phase sets an unreadable one afresh.
 func pendingCount(b []byte) int64 {
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil {
+	n, ok := parseCounter(b)
+	if !ok {
 		return 0
 	}
 	return n
@@ -353,13 +370,20 @@ func (u *unconfirmedTags) remove(tag string) {
 	u.mu.Unlock()
 }
 
-// any reports whether one of tags has an unconfirmed invalidation.
+// any reports whether one of tags, or the region-wide record, has an
+// unconfirmed invalidation.
 func (u *unconfirmedTags) any(tags []string) bool {
 	if !u.has.Load() {
 		return false
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if _, ok := u.tags[EveryValue]; ok {
+		return true
+	}
+	if _, ok := u.tags[softTag]; ok {
+		return true
+	}
 	for _, t := range tags {
 		if _, ok := u.tags[t]; ok {
 			return true
@@ -394,7 +418,7 @@ func (u *unconfirmedTags) retry(ctx context.Context) {
 			_ = u.r.bumpBatch(bctx, tb, tags, 0)
 		} else {
 			for _, t := range tags {
-				if _, err := u.r.backend.Incr(bctx, u.r.tagKey(t)); err == nil {
+				if _, err := u.r.backend.Incr(bctx, u.r.tagRef(t).key); err == nil {
 					u.remove(t)
 				}
 			}

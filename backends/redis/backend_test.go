@@ -240,22 +240,45 @@ func TestIncr(t *testing.T) {
 }
 
 // TestErrorsWrapped: an error reply is returned wrapped, and does not count
-// against the breaker.
+// against the breaker. (Incr is not the example: it repairs a counter key
+// of another type instead of failing; TestIncrRepairsUnreadableCounters.)
 func TestErrorsWrapped(t *testing.T) {
 	b, raw := shared(t, WithBreaker(1, time.Hour))
 	if err := raw.LPush(bg, b.Key("list"), "x").Err(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := b.Incr(bg, "list")
+	_, err := b.SetIf(bg, region.Item{Key: "x", Value: []byte("1")}, []region.Guard{{Key: "list", Value: []byte("1")}})
 	var rerr goredis.Error
 	if err == nil || !errors.As(err, &rerr) {
-		t.Fatalf("Incr on a list = %v, want a wrapped redis error", err)
-	}
-	_, err = b.SetIf(bg, region.Item{Key: "x", Value: []byte("1")}, []region.Guard{{Key: "list", Value: []byte("1")}})
-	if err == nil {
-		t.Fatal("SetIf guarded by a list key: no error")
+		t.Fatalf("SetIf guarded by a list key = %v, want a wrapped redis error", err)
 	}
 	if _, err := b.GetMulti(bg, []string{"x"}); err != nil {
 		t.Fatalf("the breaker opened on error replies: %v", err)
+	}
+}
+
+// TestIncrRepairsUnreadableCounters: a counter key holding what INCR cannot
+// take (text, a float, a list) is set to a fresh start by Incr, which then
+// succeeds and leaves a decimal counter behind.
+func TestIncrRepairsUnreadableCounters(t *testing.T) {
+	b, raw := shared(t)
+	for _, err := range []error{
+		raw.Set(bg, b.Key("text"), "garbage", 0).Err(),
+		raw.Set(bg, b.Key("float"), "1.5", 0).Err(),
+		raw.LPush(bg, b.Key("list"), "x").Err(),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{"text", "float", "list"} {
+		n, err := b.Incr(bg, k)
+		if err != nil {
+			t.Fatalf("Incr on %s: %v", k, err)
+		}
+		got, err := raw.Get(bg, b.Key(k)).Int64()
+		if err != nil || got != n {
+			t.Fatalf("%s after Incr = %d, %v; want %d", k, got, err, n)
+		}
 	}
 }
