@@ -69,13 +69,13 @@ const (
 	// latency target is 3× it (plus the warm-up maximum).
 	faultTimeout = redisbackend.DefaultTimeout
 	faultWarmup  = 800 * time.Millisecond
-	faultPhase   = 2500 * time.Millisecond
+	faultPhase   = 2 * time.Second
 	// faultSettle follows a fault that made the writer's invalidations
 	// fail while the writer keeps committing: the backend's circuit breaker
 	// may stay open for its cooldown, so the writer's next invalidation may
 	// land that much later.
 	faultSettle = redisbackend.DefaultBreakerCooldown + 500*time.Millisecond
-	faultAfter  = time.Second
+	faultAfter  = 800 * time.Millisecond
 	// faultRetryBound is how long after a fault ends invalidations kept by
 	// the region must have landed by its background retry alone (its
 	// backoff is capped at a few seconds, region/tags.go retry).
@@ -517,8 +517,8 @@ func (res *faultResult) compute(marks []phaseMark, end time.Time) {
 	var done []commitRec // successful commits, by value
 	for _, c := range res.commits {
 		d := time.Duration(c.E - c.S)
-		// A commit belongs to the phase it returned in.
-		for _, s := range []*phaseStats{phaseOf(c.E), &res.total, latOf(c.E)} {
+		ph := phaseOf(c.E) // a commit belongs to the phase it returned in
+		for _, s := range []*phaseStats{ph, &res.total, latOf(c.E)} {
 			switch {
 			case c.Err == "":
 				s.commits++
@@ -529,7 +529,7 @@ func (res *faultResult) compute(marks []phaseMark, end time.Time) {
 			}
 			if d > s.maxCommit {
 				s.maxCommit = d
-				s.slowestWrite = fmt.Sprintf("%s of %d at %s (%s)", c.Kind, c.V, at(c.S), s.name)
+				s.slowestWrite = fmt.Sprintf("%s of %d begun at %s, returned in phase %s", c.Kind, c.V, at(c.S), ph.name)
 			}
 		}
 		if c.Err == "" {
@@ -574,7 +574,7 @@ func (res *faultResult) compute(marks []phaseMark, end time.Time) {
 			}
 			if d > s.maxRead {
 				s.maxRead = d
-				s.slowestRead = fmt.Sprintf("read at %s returned %d (%s)", at(r.S), r.V, s.name)
+				s.slowestRead = fmt.Sprintf("read begun at %s in phase %s returned %d", at(r.S), ph.name, r.V)
 			}
 		}
 		if r.Err != "" && len(res.readErrEx) < 5 {
@@ -602,7 +602,8 @@ func (res *faultResult) log(t *testing.T, extra string) {
 		res.name, res.total.line(), res.total.failed, res.total.readErrs, res.total.writeErrs, res.total.hits,
 		res.baseline.maxRead, res.baseline.maxCommit, extra)
 	for _, p := range res.phases {
-		t.Logf("  phase=%s (%v) %s failedCommits=%d hits=%d", p.name, time.Duration(p.to-p.from).Round(time.Millisecond), p.line(), p.failed, p.hits)
+		t.Logf("  phase=%s (from %s, %v) %s failedCommits=%d hits=%d", p.name, time.Unix(0, p.from).Format("15:04:05.000"),
+			time.Duration(p.to-p.from).Round(time.Millisecond), p.line(), p.failed, p.hits)
 	}
 }
 
