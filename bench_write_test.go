@@ -41,8 +41,10 @@ import (
 //
 // The servers come from the test harness (SharedPostgres, SharedRedis).
 // The harness starts PostgreSQL with fsync, synchronous_commit and
-// full_page_writes off; to measure against a durable server, point
-// DOGPILE_BENCH_PG at one (a keyword/value DSN of a user that may create
+// full_page_writes off unless DOGPILE_PG_DURABLE=1 (testharness.DurableEnv;
+// scripts/bench-write.sh sets it, so that commits are durable as in
+// production); to measure against another server, point DOGPILE_BENCH_PG
+// at one (a keyword/value DSN of a user that may create
 // databases, e.g. "host=127.0.0.1 port=5433 user=postgres dbname=postgres
 // sslmode=disable"): the benchmark creates and drops its databases there.
 // The server settings in use are logged (--- BENCH: BenchmarkWrites/…).

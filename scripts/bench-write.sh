@@ -15,9 +15,11 @@
 # <= 2 round trips per commit. Missed targets are marked; nothing is
 # asserted (timings depend on the machine).
 #
-# PostgreSQL and redis-server come from the test harness; the harness's
-# PostgreSQL runs with fsync off (the settings are printed). To measure on a
-# durable server, set DOGPILE_BENCH_PG to a keyword/value DSN of a user that
+# PostgreSQL and redis-server come from the test harness; its PostgreSQL
+# runs here with the durable defaults (fsync, synchronous_commit and
+# full_page_writes on: DOGPILE_PG_DURABLE=1, set unless given; 0 measures
+# the tests' fsync-off server). The settings are printed. To measure on
+# another server, set DOGPILE_BENCH_PG to a keyword/value DSN of a user that
 # may create databases there (see bench_write_test.go).
 #
 # Usage: scripts/bench-write.sh [bench regexp]
@@ -41,7 +43,7 @@ for i in $(seq "$runs"); do
 	echo "run $i" >>"$dir/out"
 	# The modes run in an order rotated from run to run (no-plugin first,
 	# then memory first, then redis first, ...).
-	(cd "$dir" && DOGPILE_BENCH_WRITE_ROTATE=$((i - 1)) ./dogpile.test -test.run '^$' -test.bench "$pattern" -test.benchmem "${benchtime[@]}") >"$dir/run$i"
+	(cd "$dir" && DOGPILE_PG_DURABLE=${DOGPILE_PG_DURABLE:-1} DOGPILE_BENCH_WRITE_ROTATE=$((i - 1)) ./dogpile.test -test.run '^$' -test.bench "$pattern" -test.benchmem "${benchtime[@]}") >"$dir/run$i"
 	grep '^Benchmark' "$dir/run$i" | tee -a "$dir/out"
 	# The logged server settings and command lists, kept from the last run.
 	grep -E 'postgres: server_version|redis commands of one commit|backend errors|^--- BENCH' "$dir/run$i" >"$dir/logs" || true

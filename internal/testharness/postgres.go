@@ -24,13 +24,29 @@ import (
 // postgresPackage is the Debian package that provides initdb and postgres.
 const postgresPackage = "postgresql"
 
+// DurableEnv, set to "1", makes the servers the harness starts keep
+// PostgreSQL's durable defaults (fsync, synchronous_commit and
+// full_page_writes on), so that a benchmark of writes measures commits as
+// a production server makes them.
+const DurableEnv = "DOGPILE_PG_DURABLE"
+
+// durability returns the server settings that trade durability for speed,
+// or none under DurableEnv.
+func durability() []string {
+	if os.Getenv(DurableEnv) == "1" {
+		return nil
+	}
+	return []string{"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"}
+}
+
 // postgresUser is the database superuser of every server, and the system
 // user the server runs as when the tests run as root.
 const postgresUser = "postgres"
 
 // PostgresServer is a PostgreSQL server listening on 127.0.0.1, tuned for
 // tests rather than durability (fsync, synchronous_commit and
-// full_page_writes are off). Authentication is "trust": no password.
+// full_page_writes are off) unless DurableEnv is "1", as benchmarks of
+// writes set it. Authentication is "trust": no password.
 type PostgresServer struct {
 	// DSN connects to the database "test" as user postgres, in the
 	// keyword/value form understood by pgx and gorm.io/driver/postgres:
@@ -205,15 +221,12 @@ func startPostgres() (_ *PostgresServer, err error) {
 			proc: &process{
 				name: "postgres",
 				path: filepath.Join(binDir, "postgres"),
-				args: []string{
+				args: append([]string{
 					"-D", dataDir,
 					"-p", strconv.Itoa(port),
 					"-k", dir,
 					"-c", "listen_addresses=127.0.0.1",
-					"-c", "fsync=off",
-					"-c", "synchronous_commit=off",
-					"-c", "full_page_writes=off",
-				},
+				}, durability()...),
 				dir:     dir,
 				logPath: logPath,
 				cred:    cred,
