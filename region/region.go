@@ -6,8 +6,9 @@
 // A Region works on its own; the GORM plugin in the parent package builds on
 // it. The lock algorithm is in lock.go (the flights its callers share in
 // flight.go, the backend's Mutex in mutex.go), the envelope format in
-// envelope.go, the tag-invalidation protocol in tags.go, and the goroutines
-// a region runs by itself, which Close stops, in background.go.
+// envelope.go, the tag-invalidation protocol in tags.go, the region-wide
+// invalidation record (generation counters) in record.go, and the
+// goroutines a region runs by itself, which Close stops, in background.go.
 package region
 
 import (
