@@ -37,7 +37,7 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 		r.stats.errors.Add(1)
 	}
 	l := &valueLoader[T]{create: create}
-	err = r.load(ctx, callKeys{[]string{key}, []string{r.entryKey(key)}}, l, co, &s, 0)
+	err = r.load(ctx, callKeys{[]string{key}, []string{r.entryKey(key)}}, l, co, &s, nil, 0)
 	return l.v, err
 }
 
@@ -185,7 +185,7 @@ func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...Call
 		if err != nil {
 			r.stats.errors.Add(1)
 		}
-		return r.load(ctx, callKeys{keys, []string{r.entryKey(keys[0])}}, l, co, &s, 0)
+		return r.load(ctx, callKeys{keys, []string{r.entryKey(keys[0])}}, l, co, &s, nil, 0)
 	}
 	bkeys := make([]string, len(keys))
 	for i, k := range keys {
@@ -199,7 +199,7 @@ func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...Call
 			}
 		}
 	}
-	return r.load(ctx, callKeys{keys, bkeys}, l, co, nil, 0)
+	return r.load(ctx, callKeys{keys, bkeys}, l, co, nil, nil, 0)
 }
 
 // GetOrCreateMulti is GetOrCreate for many keys at once: one backend round

@@ -2,7 +2,10 @@ package region
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 )
 
 // The dogpile lock. For each backend key at most one creator runs at a time
@@ -33,6 +36,11 @@ import (
 // out. The creator runs in a goroutine of its own, on a context that keeps
 // the first caller's values but not its cancellation, so no single caller
 // leaving can cancel the work the others wait for.
+//
+// An outage costs a call a bounded latency (see budget): once one of its
+// backend calls has failed, the call asks the backend nothing more. It
+// neither locks nor waits for another process's lock; it runs the creator,
+// serves the value and stores nothing.
 
 // maxRetries bounds how often a caller starts over after a flight it waited
 // on ended without a value for it.
@@ -64,25 +72,38 @@ type parts struct {
 }
 
 // load is the dogpile lock for the keys of ck; s is a snapshot already read
-// for ck.bkeys, or nil.
-func (r *Region) load(ctx context.Context, ck callKeys, l Loader, co *callOptions, s *snapshot, attempt int) error {
+// for ck.bkeys, or nil. b is the call's backend budget, made by the call's
+// first load (nil) once it finds a key without a fresh value.
+func (r *Region) load(ctx context.Context, ck callKeys, l Loader, co *callOptions, s *snapshot, b *budget, attempt int) error {
 	if s == nil {
-		snap, err := r.read(ctx, ck.bkeys, co)
-		if err != nil {
-			r.stats.errors.Add(1)
+		var snap snapshot
+		if b == nil {
+			// The call's first read, like the hit path's, is not timed.
+			var err error
+			if snap, err = r.read(ctx, ck.bkeys, co); err != nil {
+				r.stats.errors.Add(1)
+			}
+		} else {
+			snap = r.readWithin(ctx, ck.bkeys, co, b)
 		}
 		s = &snap
 	}
 	need, states := r.triage(ck, l, co, s)
+	if len(need) == 0 {
+		return nil // every key fresh
+	}
+	if b == nil {
+		b = r.newBudget(s.failed)
+	}
 	p := r.join(ck, s, need, states)
 	r.regenerateAsync(ctx, ck, p.async, l, co)
 	if len(p.led) > 0 {
-		go r.regenerate(ctx, ck, p.led, l, co)
+		go r.regenerate(ctx, ck, p.led, l, co, b)
 	}
 	if len(p.waits) == 0 {
 		return nil
 	}
-	return r.await(ctx, ck, l, co, s, p.waits, attempt)
+	return r.await(ctx, ck, l, co, s, p.waits, b, attempt)
 }
 
 // triage decides what s holds for each key: a fresh value is decoded into
@@ -163,7 +184,8 @@ func (r *Region) join(ck callKeys, s *snapshot, need []int, states []state) part
 // regenerateAsync regenerates the flights of led in the background, when
 // one of the region's async slots is free. When every slot is busy the
 // flights land at once: the stale value is served now, a later caller
-// retries.
+// retries. No caller waits for a background regeneration: it has a budget
+// of its own.
 func (r *Region) regenerateAsync(ctx context.Context, ck callKeys, led []claim, l Loader, co *callOptions) {
 	if len(led) == 0 {
 		return
@@ -172,7 +194,7 @@ func (r *Region) regenerateAsync(ctx context.Context, ck callKeys, led []claim, 
 	case r.async <- struct{}{}:
 		go func() {
 			defer func() { <-r.async }()
-			r.regenerate(ctx, ck, led, l, co)
+			r.regenerate(ctx, ck, led, l, co, r.newBudget(false))
 		}()
 	default:
 		r.landClaims(ck, led)
@@ -224,7 +246,7 @@ func (a *awaited) note(w wait, o outcome, err error) {
 }
 
 // await collects the results of the flights a caller waits on.
-func (r *Region) await(ctx context.Context, ck callKeys, l Loader, co *callOptions, s *snapshot, waits []wait, attempt int) error {
+func (r *Region) await(ctx context.Context, ck callKeys, l Loader, co *callOptions, s *snapshot, waits []wait, b *budget, attempt int) error {
 	budget := r.newWaitBudget()
 	defer budget.stop()
 	var a awaited
@@ -240,7 +262,7 @@ func (r *Region) await(ctx context.Context, ck callKeys, l Loader, co *callOptio
 		o, err := r.handOff(ck.keys[w.i], l, s, w)
 		a.note(w, o, err)
 	}
-	return r.settle(ctx, ck, l, co, &a, attempt)
+	return r.settle(ctx, ck, l, co, &a, b, attempt)
 }
 
 // handOff gives the caller the result of the flight w, which has landed, for
@@ -289,7 +311,7 @@ func (r *Region) handOff(key string, l Loader, s *snapshot, w wait) (outcome, er
 // is raised again, a flight's error returned; keys whose wait timed out or
 // whose shared value was refused are made unlocked, and keys with nothing
 // usable are looked up again (made unlocked after maxRetries).
-func (r *Region) settle(ctx context.Context, ck callKeys, l Loader, co *callOptions, a *awaited, attempt int) error {
+func (r *Region) settle(ctx context.Context, ck callKeys, l Loader, co *callOptions, a *awaited, b *budget, attempt int) error {
 	if a.panicked != nil {
 		panic(a.panicked) // in the caller's goroutine, with the creator's stack
 	}
@@ -300,31 +322,32 @@ func (r *Region) settle(ctx context.Context, ck callKeys, l Loader, co *callOpti
 		if r.noWaitFallback {
 			return fmt.Errorf("region %s: key %q: %w", r.name, ck.keys[a.timedOut[0]], ErrWaitTimeout)
 		}
-		if err := r.createUnlocked(ctx, ck.subset(a.timedOut), l, co); err != nil {
+		if err := r.createUnlocked(ctx, ck.subset(a.timedOut), l, co, b); err != nil {
 			return err
 		}
 	}
 	if len(a.refused) > 0 {
-		if err := r.createUnlocked(ctx, ck.subset(a.refused), l, co); err != nil {
+		if err := r.createUnlocked(ctx, ck.subset(a.refused), l, co, b); err != nil {
 			return err
 		}
 	}
 	if len(a.retry) > 0 {
 		sub := ck.subset(a.retry)
 		if attempt >= maxRetries {
-			return r.createUnlocked(ctx, sub, l, co)
+			return r.createUnlocked(ctx, sub, l, co, b)
 		}
-		return r.load(ctx, sub, l, co, nil, attempt+1)
+		return r.load(ctx, sub, l, co, nil, b, attempt+1)
 	}
 	return nil
 }
 
 // createUnlocked runs the creator for the keys of ck outside the lock (their
 // wait budget ran out, or their shared value was refused), in the caller's
-// own goroutine and context, storing what it makes.
-func (r *Region) createUnlocked(ctx context.Context, ck callKeys, l Loader, co *callOptions) error {
-	s, _ := r.read(ctx, ck.bkeys, co)
-	r.prepareStamps(ctx, &s)
+// own goroutine and context, storing what it makes (within the call's
+// budget b).
+func (r *Region) createUnlocked(ctx context.Context, ck callKeys, l Loader, co *callOptions, b *budget) error {
+	s := r.readWithin(ctx, ck.bkeys, co, b)
+	r.stampsWithin(ctx, &s, b)
 	r.stats.regenerations.Add(1)
 	vals, err := l.Create(ctx, ck.keys)
 	if err != nil {
@@ -336,7 +359,7 @@ func (r *Region) createUnlocked(ctx context.Context, ck callKeys, l Loader, co *
 			continue
 		}
 		l.Adopt(k, v, true)
-		r.keep(ctx, ck.bkeys[j], v, &s, j, co, nil)
+		r.keepWithin(ctx, ck.bkeys[j], v, &s, j, co, nil, b)
 	}
 	return nil
 }
@@ -344,24 +367,25 @@ func (r *Region) createUnlocked(ctx context.Context, ck callKeys, l Loader, co *
 // regenerate runs in its own goroutine for the flights that a call leads. It
 // re-reads their keys (another caller may have stored a value since), takes
 // the backend's Mutex where there is one, runs the creator once for every
-// key still without a value, stores the results and lands the flights.
-func (r *Region) regenerate(callerCtx context.Context, ck callKeys, led []claim, l Loader, co *callOptions) {
+// key still without a value, stores the results and lands the flights. Its
+// backend calls are the leading caller's, within that call's budget b.
+func (r *Region) regenerate(callerCtx context.Context, ck callKeys, led []claim, l Loader, co *callOptions, b *budget) {
 	ctx, cancel := r.creatorContext(callerCtx)
 	var locks map[string]Mutex // by backend key; held until the flights land
-	defer func() { r.landAll(ctx, cancel, ck, led, locks, recover()) }()
+	defer func() { r.landAll(ctx, cancel, ck, led, locks, b, recover()) }()
 
-	todo, s := r.unmade(ctx, ck, led, co)
-	todo, locks = r.lockAll(ctx, ck, todo, co)
+	todo, s := r.unmade(ctx, ck, led, co, b)
+	todo, locks = r.lockAll(ctx, ck, todo, co, b)
 	if len(todo) > 0 && len(locks) > 0 {
 		// The lock may have been taken after another process stored a value:
 		// read again so we never regenerate what is already there.
-		todo, s = r.unmade(ctx, ck, todo, co)
+		todo, s = r.unmade(ctx, ck, todo, co, b)
 	}
 	if len(todo) == 0 {
 		return
 	}
-	r.prepareStamps(ctx, &s)
-	r.create(ctx, ck, todo, &s, l, co, locks)
+	r.stampsWithin(ctx, &s, b)
+	r.create(ctx, ck, todo, &s, l, co, locks, b)
 }
 
 // creatorContext returns the context a creator runs on: the caller's values
@@ -376,8 +400,8 @@ func (r *Region) creatorContext(callerCtx context.Context) (context.Context, con
 
 // landAll ends a regeneration: a panic of the creator (p, from recover)
 // becomes every flight's result, as a *PanicError with the creator's stack;
-// the backend locks are released and the flights land.
-func (r *Region) landAll(ctx context.Context, cancel context.CancelFunc, ck callKeys, led []claim, locks map[string]Mutex, p any) {
+// the backend locks are released (see unlock) and the flights land.
+func (r *Region) landAll(ctx context.Context, cancel context.CancelFunc, ck callKeys, led []claim, locks map[string]Mutex, b *budget, p any) {
 	if p != nil {
 		pe := newPanicError(p)
 		for _, c := range led {
@@ -385,7 +409,7 @@ func (r *Region) landAll(ctx context.Context, cancel context.CancelFunc, ck call
 		}
 	}
 	for _, m := range locks {
-		_ = m.Unlock(context.WithoutCancel(ctx))
+		r.unlock(context.WithoutCancel(ctx), m, b)
 	}
 	cancel()
 	r.landClaims(ck, led)
@@ -394,12 +418,9 @@ func (r *Region) landAll(ctx context.Context, cancel context.CancelFunc, ck call
 // unmade reads the keys of cs and returns the claims whose key still has no
 // fresh value (other than the one its caller found unusable), each with its
 // key's place in the snapshot read, which it also returns. A flight whose
-// key has one now is given it.
-func (r *Region) unmade(ctx context.Context, ck callKeys, cs []claim, co *callOptions) ([]claim, snapshot) {
-	s, err := r.read(ctx, ck.subset(indexes(cs)).bkeys, co)
-	if err != nil {
-		r.stats.errors.Add(1)
-	}
+// key has one now is given it. The read is made within the budget b.
+func (r *Region) unmade(ctx context.Context, ck callKeys, cs []claim, co *callOptions, b *budget) ([]claim, snapshot) {
+	s := r.readWithin(ctx, ck.subset(indexes(cs)).bkeys, co, b)
 	var (
 		env  envelope
 		todo []claim
@@ -416,8 +437,9 @@ func (r *Region) unmade(ctx context.Context, ck callKeys, cs []claim, co *callOp
 }
 
 // create runs the creator once for the keys of todo, read in s, and gives
-// each flight its value, stored under the backend lock held for its key.
-func (r *Region) create(ctx context.Context, ck callKeys, todo []claim, s *snapshot, l Loader, co *callOptions, locks map[string]Mutex) {
+// each flight its value, stored under the backend lock held for its key
+// (within the budget b).
+func (r *Region) create(ctx context.Context, ck callKeys, todo []claim, s *snapshot, l Loader, co *callOptions, locks map[string]Mutex, b *budget) {
 	names := ck.subset(indexes(todo)).keys
 	r.stats.regenerations.Add(1)
 	run := r.creations.Add(1)
@@ -436,6 +458,187 @@ func (r *Region) create(ctx context.Context, ck callKeys, todo []claim, s *snaps
 		bkey := ck.bkeys[c.i]
 		c.fl.val, c.fl.made = v, true
 		c.fl.hard, c.fl.stamps, c.fl.run = s.inv.hard, s.stampsOf(c.at), run
-		c.fl.payload = r.keep(ctx, bkey, v, s, c.at, co, locks[bkey])
+		c.fl.payload = r.keepWithin(ctx, bkey, v, s, c.at, co, locks[bkey], b)
+	}
+}
+
+// budgetTimeouts is how many operation timeouts of the backend a call of
+// the dogpile lock may spend on backend calls after its first read (see
+// budget): with that read, at most three.
+const budgetTimeouts = 2
+
+// timeoutReporter is implemented by a backend that bounds each of its calls
+// by an operation timeout, and reports it (the Redis backend does): a call
+// of the dogpile lock then caps the time it spends on the backend (see
+// budget).
+type timeoutReporter interface {
+	Timeout() time.Duration
+}
+
+// budget is what one call of the dogpile lock (GetOrCreate,
+// GetOrCreateMulti, Load) may still ask of the backend, so that an outage
+// (the backend down, paused, out of memory or slow) costs it a bounded
+// latency, not one backend timeout for each of its reads, locks, stamps,
+// stores and unlocks in turn:
+//
+//   - Once one of the call's backend calls has failed (an error or a
+//     timeout), the call asks the backend nothing more: what it would read
+//     is a miss, it neither locks nor waits for another process's lock, it
+//     runs the creator, serves the value and stores nothing. A lock it
+//     already holds is released in the background.
+//   - Over a backend that reports its operation timeout T
+//     (timeoutReporter), the backend calls after the first read may take
+//     budgetTimeouts×T in all: each runs on a context bounded by what is
+//     left, and none starts once it is spent. With the first read, which
+//     the hit path makes and does not time, a call spends at most 3T on
+//     the backend.
+//
+// Waiting for another process's lock (Mutex.Wait) is waiting for its
+// creator, not backend time: it is not counted, but its failure spends the
+// budget like any other. A call's budget is used by the caller's goroutine
+// and by the goroutine of the regeneration the caller leads, which the
+// caller waits for; its fields are atomic.
+type budget struct {
+	timeout time.Duration // the backend's operation timeout; 0: unknown
+	limit   time.Duration // the backend time allowed after the first read; 0: no limit
+	used    atomic.Int64  // backend time spent after the first read, in nanoseconds
+	failed  atomic.Bool   // a backend call failed
+}
+
+// newBudget returns the budget of a call of the dogpile lock; failed tells
+// that its first read failed.
+func (r *Region) newBudget(failed bool) *budget {
+	b := &budget{}
+	if t, ok := r.backend.(timeoutReporter); ok && !r.local {
+		if d := t.Timeout(); d > 0 {
+			b.timeout, b.limit = d, budgetTimeouts*d
+		}
+	}
+	b.failed.Store(failed)
+	return b
+}
+
+// spent reports whether the call may ask the backend nothing more.
+func (b *budget) spent() bool {
+	return b.failed.Load() || (b.limit > 0 && time.Duration(b.used.Load()) >= b.limit)
+}
+
+// fail records a failed backend call.
+func (b *budget) fail() { b.failed.Store(true) }
+
+// errBudgetSpent is the failure of a backend call that was not made.
+var errBudgetSpent = errors.New("region: the call's backend budget is spent")
+
+// do makes one backend call, f, within the budget: not at all once the
+// budget is spent (do returns errBudgetSpent), else on ctx bounded by what
+// is left of the time allowed. Its time is counted. Its error (its own, or
+// the bound's) spends the budget and is returned; so does a call that
+// lasted the backend's whole timeout, which timed out even if f could not
+// say so (keep does not).
+func (b *budget) do(ctx context.Context, f func(ctx context.Context) error) error {
+	if b.spent() {
+		return errBudgetSpent
+	}
+	if b.limit == 0 {
+		err := f(ctx)
+		if err != nil {
+			b.fail()
+		}
+		return err
+	}
+	if left := b.limit - time.Duration(b.used.Load()); left < b.timeout {
+		// The backend's own timeout would outlast the budget.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, left)
+		defer cancel()
+	}
+	start := time.Now()
+	err := f(ctx)
+	took := time.Since(start)
+	b.used.Add(int64(took))
+	if err != nil || took >= b.timeout {
+		b.fail()
+	}
+	return err
+}
+
+// readWithin reads keys within the budget b. A read the budget does not
+// allow is made as read makes one that failed: every entry missing, no tag
+// stamp (failedRead).
+func (r *Region) readWithin(ctx context.Context, keys []string, co *callOptions, b *budget) snapshot {
+	var s snapshot
+	err := b.do(ctx, func(ctx context.Context) error {
+		var err error
+		s, err = r.read(ctx, keys, co)
+		return err
+	})
+	switch {
+	case errors.Is(err, errBudgetSpent):
+		return r.failedRead(keys, co)
+	case err != nil:
+		r.stats.errors.Add(1)
+	}
+	return s
+}
+
+// failedRead returns the snapshot of a read of keys that was not made, as
+// read returns it when the backend fails.
+func (r *Region) failedRead(keys []string, co *callOptions) snapshot {
+	tags, ti, sel := r.readTags(keys, co)
+	s := snapshot{now: r.nanos(), tags: tags, sel: sel, shared: len(co.tagList()), seq: r.creations.Load()}
+	if len(tags) > 0 {
+		s.tagKeys = ti.keys[:len(tags)]
+	}
+	r.failRead(&s, len(keys))
+	return s
+}
+
+// errStamps is the failure of prepareStamps, which reports it by bypassing
+// the snapshot.
+var errStamps = errors.New("region: tag stamps could not be made")
+
+// stampsWithin gives the tags of s their counters (prepareStamps) within the
+// budget b. Once b is spent, s is bypassed: the value is served and not
+// stored.
+func (r *Region) stampsWithin(ctx context.Context, s *snapshot, b *budget) {
+	err := b.do(ctx, func(ctx context.Context) error {
+		bypassed := s.bypass
+		r.prepareStamps(ctx, s)
+		if s.bypass && !bypassed {
+			return errStamps
+		}
+		return nil
+	})
+	if errors.Is(err, errBudgetSpent) {
+		s.bypass = true
+	}
+}
+
+// keepWithin is keep within the budget b: once b is spent, the value is
+// served and not stored (s is bypassed).
+func (r *Region) keepWithin(ctx context.Context, bkey string, v any, s *snapshot, i int, co *callOptions, lock Mutex, b *budget) []byte {
+	if b.spent() {
+		s.bypass = true
+		return r.keep(ctx, bkey, v, s, i, co, lock)
+	}
+	var payload []byte
+	_ = b.do(ctx, func(ctx context.Context) error {
+		payload = r.keep(ctx, bkey, v, s, i, co, lock)
+		return nil
+	})
+	return payload
+}
+
+// unlock releases m, a lock the call holds. Within the budget b it is
+// released at once; once b is spent (the backend is failing), it is
+// released by a goroutine of the region's, so that the callers waiting for
+// the flight are not held by it (Close stops it; a lock not released
+// expires with its lease).
+func (r *Region) unlock(ctx context.Context, m Mutex, b *budget) {
+	if err := b.do(ctx, m.Unlock); !errors.Is(err, errBudgetSpent) {
+		return
+	}
+	if !r.bg.start(func(ctx context.Context) { _ = m.Unlock(ctx) }) {
+		_ = m.Unlock(ctx) // closed: no goroutine of the region's starts again
 	}
 }

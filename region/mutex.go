@@ -2,6 +2,8 @@ package region
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -14,30 +16,32 @@ import (
 // whose Mutex is held elsewhere is dropped from todo if its caller holds a
 // stale value (it is served); for a missing value the caller waits for the
 // holder, re-reads, and either finds the value, takes the lock, or, once the
-// wait budget is spent, runs the creator unlocked.
-func (r *Region) lockAll(ctx context.Context, ck callKeys, todo []claim, co *callOptions) (kept []claim, locks map[string]Mutex) {
+// wait budget is spent, runs the creator unlocked (with WithoutWaitFallback,
+// its flight fails with ErrWaitTimeout instead). Once the call's backend
+// budget b is spent (the backend failed: see budget), no lock is taken and
+// no holder waited for: the creator runs unlocked.
+func (r *Region) lockAll(ctx context.Context, ck callKeys, todo []claim, co *callOptions, b *budget) (kept []claim, locks map[string]Mutex) {
 	kept = todo[:0:0]
 	for _, c := range todo {
 		k := ck.bkeys[c.i]
 		m := r.backend.Mutex(k)
-		if m == nil {
+		if m == nil || b.spent() {
 			kept = append(kept, c)
 			continue
 		}
-		ok, found := r.acquire(ctx, k, m, co, c.fl)
-		if found {
-			continue
-		}
-		if ok {
+		ok, found := r.acquire(ctx, k, m, co, c.fl, b)
+		switch {
+		case found:
+		case ok:
 			if locks == nil {
 				locks = make(map[string]Mutex)
 			}
 			locks[k] = m
 			kept = append(kept, c)
-			continue
-		}
-		if !r.noWaitFallback {
-			kept = append(kept, c) // budget spent: make it ourselves, unlocked
+		case b.spent() || !r.noWaitFallback:
+			kept = append(kept, c) // make it ourselves, unlocked
+		default:
+			c.fl.err = fmt.Errorf("region %s: key %q: %w", r.name, ck.keys[c.i], ErrWaitTimeout)
 		}
 	}
 	return kept, locks
@@ -46,15 +50,23 @@ func (r *Region) lockAll(ctx context.Context, ck callKeys, todo []claim, co *cal
 // acquire tries to take m for k; while another process holds it, it waits
 // for that holder and re-reads k. found reports that a fresh value (or, for a
 // stale caller, the holder's regeneration) makes creation unnecessary.
-func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions, fl *flight) (ok, found bool) {
+// Neither ok nor found means that the wait budget ran out or that a backend
+// call failed, which spends the call's budget b: a lock service that cannot
+// answer holds no caller any longer, the value is made without it rather
+// than not at all.
+func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions, fl *flight, b *budget) (ok, found bool) {
 	deadline := time.Now().Add(r.waitTimeout)
 	var env envelope
 	for {
-		ok, err := m.TryLock(ctx)
+		err := b.do(ctx, func(ctx context.Context) error {
+			var err error
+			ok, err = m.TryLock(ctx)
+			return err
+		})
 		if err != nil {
-			// The lock service is down: the store is probably down too, so
-			// the value is made without it rather than not at all.
-			r.stats.errors.Add(1)
+			if !errors.Is(err, errBudgetSpent) {
+				r.stats.errors.Add(1)
+			}
 			return false, false
 		}
 		if ok {
@@ -65,8 +77,11 @@ func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions
 			// callers are served the stale one, as its callers are.
 			return false, true
 		}
-		s, err := r.read(ctx, []string{k}, co)
-		if err == nil && r.foundNew(s.raw[0], 0, fl, &s, co, &env) {
+		s := r.readWithin(ctx, []string{k}, co, b)
+		if s.failed {
+			return false, false
+		}
+		if r.foundNew(s.raw[0], 0, fl, &s, co, &env) {
 			fl.found(&env)
 			return false, true
 		}
@@ -78,7 +93,15 @@ func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions
 		if r.waitTimeout > 0 {
 			wctx, cancel = context.WithDeadline(ctx, deadline)
 		}
-		_ = m.Wait(wctx)
+		err = m.Wait(wctx)
+		if err != nil && wctx.Err() == nil {
+			// Not the end of the wait budget: the backend cannot say
+			// whether the holder is done, nor would it take its value.
+			cancel()
+			r.stats.errors.Add(1)
+			b.fail()
+			return false, false
+		}
 		cancel()
 	}
 }

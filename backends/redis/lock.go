@@ -27,8 +27,8 @@ type Lock struct {
 
 	mu      sync.Mutex
 	token   string        // guarded by mu; empty when not held
-	stop    chan struct{} // guarded by mu; closed to stop the extender
-	stopped chan struct{} // guarded by mu; closed when the extender returned
+	stop    chan struct{} // guarded by mu; closed by Unlock to stop the extender
+	stopped chan struct{} // guarded by mu; closed when the extender returned (Unlock does not wait for it)
 }
 
 // Lock returns the distributed lock on key. Locks are cheap: each call
@@ -51,7 +51,9 @@ func newToken() string {
 // TryLock takes the lock if no one holds it (SET lockkey token NX PX ttl) and
 // reports whether it did. While held, a goroutine extends the lease every
 // third of the lock TTL, until Unlock or until the lock is found lost.
-// TryLock on a Lock that is already held returns false.
+// TryLock on a Lock that is already held returns false. When Redis does not
+// answer, the SET may still have landed: the backend releases it in the
+// background (see releaser).
 func (l *Lock) TryLock(ctx context.Context) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -70,11 +72,7 @@ func (l *Lock) TryLock(ctx context.Context) (bool, error) {
 		// The SET may have reached Redis even though its answer did not
 		// reach us: release it, if it did, rather than let it block the
 		// others for a whole lease.
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), backgroundUnlockTimeout)
-			defer cancel()
-			_ = l.release(ctx, tok)
-		}()
+		l.b.releases.add(l.key, tok)
 		return false, err
 	}
 	if !ok {
@@ -111,7 +109,10 @@ return 0
 `)
 
 // extend renews the lease every third of the lock TTL until stop is closed
-// or the lock is no longer tok.
+// or the lock is no longer tok. Unlock does not wait for it: once stop is
+// closed it returns, at the latest when the renewal it is sending ends (one
+// operation timeout); a renewal that reaches Redis after the release finds
+// another token or none, and changes nothing.
 func (l *Lock) extend(tok string, stop <-chan struct{}, stopped chan<- struct{}) {
 	defer close(stopped)
 	every := max(l.b.lockTTL/3, minExtendInterval)
@@ -123,6 +124,11 @@ func (l *Lock) extend(tok string, stop <-chan struct{}, stopped chan<- struct{})
 		case <-stop:
 			return
 		case <-t.C:
+		}
+		select {
+		case <-stop: // stopped as it ticked
+			return
+		default:
 		}
 		n, err := run(context.Background(), l.b, "extend lock", func(ctx context.Context) (int64, error) {
 			return extendScript.Run(ctx, l.b.client, []string{l.key}, tok, px).Int64()
@@ -152,23 +158,37 @@ return 0
 // Unlock stops extending the lease and, if the lock still holds this Lock's
 // token, deletes it and notifies the waiters (compare-and-delete in one Lua
 // script: a lock that expired and was taken by another is never deleted).
-// Unlock of a Lock that is not held does nothing.
+// It waits for neither the renewal in flight nor Redis beyond one operation
+// timeout: a release that fails (Redis is down or paused, or ctx ended) is
+// returned as an error and retried by the backend in the background until
+// it is answered, the lease has run out or the backend is closed, so the
+// other processes' waiters are freed as soon as Redis is back. Unlock of a
+// Lock that is not held does nothing.
 func (l *Lock) Unlock(ctx context.Context) error {
 	l.mu.Lock()
-	tok, stop, stopped := l.token, l.stop, l.stopped
+	tok, stop := l.token, l.stop
 	l.token, l.stop, l.stopped = "", nil, nil
 	l.mu.Unlock()
 	if tok == "" {
 		return nil
 	}
 	close(stop)
-	<-stopped
-	return l.release(ctx, tok)
+	if err := l.release(ctx, tok); err != nil {
+		l.b.releases.add(l.key, tok)
+		return err
+	}
+	return nil
 }
 
+// release runs unlockScript for tok.
 func (l *Lock) release(ctx context.Context, tok string) error {
-	_, err := run(ctx, l.b, "unlock", func(ctx context.Context) (int64, error) {
-		return unlockScript.Run(ctx, l.b.client, []string{l.key}, tok, l.key).Int64()
+	return l.b.release(ctx, l.key, tok)
+}
+
+// release deletes the lock key if it holds tok, and notifies its waiters.
+func (b *Backend) release(ctx context.Context, key, tok string) error {
+	_, err := run(ctx, b, "unlock", func(ctx context.Context) (int64, error) {
+		return unlockScript.Run(ctx, b.client, []string{key}, tok, key).Int64()
 	})
 	return err
 }
@@ -183,30 +203,39 @@ func (l *Lock) Fence() region.Guard {
 	return region.Guard{Key: l.suffix, Value: []byte(l.token)} // "" never holds: tokens are non-empty
 }
 
+// pollScript returns the remaining lease of the lock KEYS[1] in
+// milliseconds, as PTTL does. Wait polls with a script rather than with
+// PTTL because CLIENT PAUSE WRITE holds scripts as it holds writes: while
+// Redis takes no writes, the holder can neither store its value nor release
+// the lock, and the waiter, whose poll is held too, learns it within one
+// operation timeout instead of waiting for the lease.
+var pollScript = goredis.NewScript(`return redis.call('PTTL', KEYS[1])`)
+
 // Wait blocks until the lock is released or its lease runs out, or ctx ends.
 // It listens for the holder's unlock notification and, so that a holder
 // killed without unlocking delays it by at most its lease, also polls the
-// lock's remaining lease (PTTL), sleeping at most 200ms between polls. It
-// returns nil once the lock is free, ctx's error when ctx ends first, and an
-// error if Redis cannot be asked.
+// lock's remaining lease (pollScript), sleeping at most 200ms between
+// polls. It returns nil once the lock is free, ctx's error when ctx ends
+// first, and an error if Redis cannot be asked or does not take writes
+// (paused): the holder could not finish, so it is not worth waiting for.
 func (l *Lock) Wait(ctx context.Context) error {
 	notified, stop := l.b.notify.watch(l.key)
 	defer stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		pttl, err := run(ctx, l.b, "wait for lock", func(ctx context.Context) (time.Duration, error) {
-			return l.b.client.PTTL(ctx, l.key).Result()
+		ms, err := run(ctx, l.b, "wait for lock", func(ctx context.Context) (int64, error) {
+			return pollScript.Run(ctx, l.b.client, []string{l.key}).Int64()
 		})
 		if err != nil {
 			return err
 		}
-		if pttl == -2 {
+		if ms == -2 {
 			return nil // no lock
 		}
 		d := maxWaitPoll
-		if pttl >= 0 {
-			d = min(d, pttl+time.Millisecond)
+		if ms >= 0 {
+			d = min(d, time.Duration(ms)*time.Millisecond+time.Millisecond)
 		}
 		// Jitter, so waiters in many processes do not poll in step.
 		d = d*3/4 + mrand.N(d/2+1)
@@ -388,4 +417,132 @@ func (n *notifier) close() error {
 		return fmt.Errorf("redisbackend: close: %w", err)
 	}
 	return nil
+}
+
+// releaser releases in the background the locks whose release failed: an
+// Unlock that Redis did not answer (down, paused, or the caller's context
+// ended first), or a TryLock whose answer was lost, whose SET may have
+// landed. It retries each, with backoff, until Redis answers, the lease
+// the lock had has surely run out (it expires by itself then), or the
+// backend is closed, so that the waiters of the other processes are freed
+// as soon as Redis is back rather than when the lease ends. Its goroutine
+// starts when the first release is added and returns when none is left;
+// it is the backend's: Close stops it and waits for it.
+type releaser struct {
+	b *Backend // set by New; read-only afterwards
+	// ctx is the context of the retries; Close cancels it. Set by New.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	pending map[heldLock]time.Time // guarded by mu; each release, until when it is worth trying
+	running bool                   // guarded by mu; the goroutine runs
+	closed  bool                   // guarded by mu; no goroutine starts from then on
+	wg      sync.WaitGroup         // the goroutine; Add is called under mu
+}
+
+// heldLock is a lock key and the token it may hold.
+type heldLock struct{ key, token string }
+
+// Backoff of the releaser's retries.
+const (
+	minReleaseRetry = 50 * time.Millisecond
+	maxReleaseRetry = time.Second
+)
+
+// init makes the context of the retries.
+func (rl *releaser) init(b *Backend) {
+	rl.b = b
+	rl.ctx, rl.cancel = context.WithCancel(context.Background())
+}
+
+// add has the lock key released in the background if it holds tok.
+func (rl *releaser) add(key, tok string) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if rl.closed {
+		return // it expires with its lease
+	}
+	if rl.pending == nil {
+		rl.pending = make(map[heldLock]time.Time)
+	}
+	// However recently renewed, the lease ends within a lock TTL.
+	rl.pending[heldLock{key, tok}] = time.Now().Add(rl.b.lockTTL)
+	if !rl.running {
+		rl.running = true
+		rl.wg.Add(1)
+		go rl.run()
+	}
+}
+
+// run retries the pending releases until none is left or the backend is
+// closed.
+func (rl *releaser) run() {
+	defer rl.wg.Done()
+	delay := minReleaseRetry
+	sleep := time.NewTimer(0) // the first try at once
+	defer sleep.Stop()
+	for {
+		select {
+		case <-rl.ctx.Done():
+			return
+		case <-sleep.C:
+		}
+		for _, h := range rl.due() {
+			if err := rl.b.release(rl.ctx, h.key, h.token); err == nil {
+				rl.done(h)
+			}
+		}
+		if !rl.more() {
+			return
+		}
+		sleep.Reset(delay)
+		delay = min(2*delay, maxReleaseRetry)
+	}
+}
+
+// due returns the pending releases still worth trying, forgetting the
+// others.
+func (rl *releaser) due() []heldLock {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	now := time.Now()
+	out := make([]heldLock, 0, len(rl.pending))
+	for h, until := range rl.pending {
+		if now.After(until) {
+			delete(rl.pending, h)
+			continue
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// done forgets a release that Redis answered.
+func (rl *releaser) done(h heldLock) {
+	rl.mu.Lock()
+	delete(rl.pending, h)
+	rl.mu.Unlock()
+}
+
+// more reports whether releases are pending; when none is, it records that
+// the goroutine returns, under the same lock, so the next add starts one.
+func (rl *releaser) more() bool {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if len(rl.pending) == 0 || rl.closed {
+		rl.running = false
+		return false
+	}
+	return true
+}
+
+// close stops the goroutine and waits for it; the releases still pending
+// are left to their leases.
+func (rl *releaser) close() {
+	rl.mu.Lock()
+	rl.closed = true
+	rl.mu.Unlock()
+	rl.cancel()
+	rl.wg.Wait()
 }

@@ -29,10 +29,9 @@ const (
 )
 
 const (
-	counterStartBits        = 48                     // a new counter starts at a random value below 1<<48
-	maxWaitPoll             = 200 * time.Millisecond // longest sleep of Wait between two polls
-	minExtendInterval       = time.Millisecond       // floor of the lease renewal period
-	backgroundUnlockTimeout = time.Second            // bound of the release after a failed TryLock
+	counterStartBits  = 48                     // a new counter starts at a random value below 1<<48
+	maxWaitPoll       = 200 * time.Millisecond // longest sleep of Wait between two polls
+	minExtendInterval = time.Millisecond       // floor of the lease renewal period
 )
 
 // topology is how keys are spread over servers, which decides how a
@@ -59,6 +58,7 @@ type Backend struct {
 	ctxDeadlines bool
 	breaker      breaker
 	notify       notifier
+	releases     releaser // the releases retried in the background
 }
 
 // Option configures a Backend.
@@ -135,13 +135,24 @@ func New(client goredis.UniversalClient, opts ...Option) *Backend {
 		b.lockTTL = DefaultLockTTL
 	}
 	b.notify.b = b
+	b.releases.init(b)
 	return b
 }
 
 // Close releases the connection the backend listens for unlock
-// notifications on. It does not close the client. Locks still held stay
-// held until unlocked or expired.
-func (b *Backend) Close() error { return b.notify.close() }
+// notifications on, and stops retrying the releases of locks that Redis
+// did not answer (see Lock.Unlock). It does not close the client. Locks
+// still held stay held until unlocked or expired.
+func (b *Backend) Close() error {
+	b.releases.close()
+	return b.notify.close()
+}
+
+// Timeout returns the bound of each Redis operation (WithTimeout; zero when
+// operations are bounded only by the caller's context and the client). A
+// region reads it to bound what one of its calls spends on Redis during an
+// outage: at most three timeouts.
+func (b *Backend) Timeout() time.Duration { return b.timeout }
 
 // Client returns the client the backend was made with.
 func (b *Backend) Client() goredis.UniversalClient { return b.client }
