@@ -49,12 +49,14 @@ func TestFaultDetectorSanity(t *testing.T) {
 	}
 }
 
-// startFiller writes 1 KiB filler keys (outside the children's prefix) to
-// rc as fast as a pipeline of 20 every 2 ms allows, until stop; stop
-// returns how many SETs were sent and how many failed.
+// startFiller writes 8 KiB filler keys (outside the children's prefix) to
+// rc, a pipeline of 10 every 2 ms, until stop; stop returns how many SETs
+// were sent and how many failed. Under a 2 MB maxmemory that keeps about
+// a hundred keys in Redis, so each eviction has a fair chance of taking one
+// of the region's.
 func startFiller(rc *goredis.Client, tag string) (stop func() (sets, errs int64)) {
 	var n, errs atomic.Int64
-	val := strings.Repeat("f", 1024)
+	val := strings.Repeat("f", 8<<10)
 	halt := goUntilStopped(func(stop <-chan struct{}) {
 		ctx := context.Background()
 		for {
@@ -64,7 +66,7 @@ func startFiller(rc *goredis.Client, tag string) (stop func() (sets, errs int64)
 			default:
 			}
 			cmds, _ := rc.Pipelined(ctx, func(p goredis.Pipeliner) error {
-				for range 20 {
+				for range 10 {
 					p.Set(ctx, fmt.Sprintf("filler:%s:%d", tag, n.Add(1)), val, 0)
 				}
 				return nil
@@ -147,49 +149,63 @@ func TestFaultEviction(t *testing.T) {
 	}
 }
 
-// TestFaultRecordDeleted: the parent deletes, every 10 ms, every key under
-// the children's prefix that is neither an entry nor a lock (found by
-// SCAN, so whatever the record's layout: the region-wide invalidation
-// record, tag counters, pending markers). A missing record or counter must
+// TestFaultRecordDeleted: the parent deletes the keys under the children's
+// prefix that are neither entries nor locks (found by SCAN, so whatever
+// the record's layout: the region-wide invalidation record, tag counters,
+// pending markers). It takes them one at a time, each for a slot of the
+// fault phase, deleting it every millisecond: deleting all of them at once
+// would make every entry a miss through its missing tag counters and hide
+// the loss of the region-wide record. A missing record or counter must
 // never make an old answer current again.
 func TestFaultRecordDeleted(t *testing.T) {
 	run := newFaultRun(t, "record-deleted")
 	run.start()
 	time.Sleep(faultWarmup)
 	ctx := context.Background()
-	run.phase("fault")
+	bp := run.backendPrefix()
+	keys, err := keysOf(ctx, run.rc, bp, keyRecord)
+	must(t, err)
+	if len(keys) == 0 {
+		t.Fatalf("no record key under %q after the warm-up", bp)
+	}
+	names := map[string]bool{}
+	for _, k := range keys {
+		names[k] = true
+	}
+	slot := max(faultPhase/time.Duration(len(keys)), 150*time.Millisecond)
 	var (
-		deleted int64
-		names   = map[string]bool{}
+		deleted  = map[string]int{} // by key, without the prefix
+		lastScan time.Time
+		begin    = time.Now()
 	)
+	run.phase("fault")
 	stop := goUntilStopped(func(stop <-chan struct{}) {
-		tickUntil(stop, 10*time.Millisecond, func() {
-			keys, err := keysOf(ctx, run.rc, run.backendPrefix(), keyRecord)
-			if err != nil || len(keys) == 0 {
-				return
-			}
-			n, err := run.rc.Del(ctx, keys...).Result()
-			if err != nil {
-				return
-			}
-			deleted += n
-			var fresh []string
-			for _, k := range keys {
-				if !names[k] {
-					names[k] = true
-					fresh = append(fresh, strings.TrimPrefix(k, run.backendPrefix()))
+		tickUntil(stop, time.Millisecond, func() {
+			if time.Since(lastScan) >= 50*time.Millisecond {
+				lastScan = time.Now()
+				found, _ := keysOf(ctx, run.rc, bp, keyRecord)
+				for _, k := range found {
+					if !names[k] {
+						names[k] = true
+						keys = append(keys, k)
+					}
 				}
 			}
-			if len(fresh) > 0 {
-				t.Logf("deleting (first time; prefix %q): %q", run.backendPrefix(), fresh)
+			k := keys[int(time.Since(begin)/slot)%len(keys)]
+			if n, err := run.rc.Del(ctx, k).Result(); err == nil && n > 0 {
+				name := strings.TrimPrefix(k, bp)
+				if deleted[name] == 0 {
+					t.Logf("deleting %q (first time; prefix %q)", name, bp)
+				}
+				deleted[name]++
 			}
 		})
 	})
-	time.Sleep(faultPhase)
+	sleepUntil(begin.Add(max(faultPhase, slot*time.Duration(len(keys)))))
 	stop()
 	res := run.finish()
-	res.log(t, fmt.Sprintf(" keysDeleted=%d distinctKeys=%d", deleted, len(names)))
-	if deleted == 0 {
+	res.log(t, fmt.Sprintf(" slot=%v deletions=%v", slot, deleted))
+	if len(deleted) == 0 {
 		t.Errorf("fault=%s: no key was deleted: the fault was not injected", res.name)
 	}
 	res.checkWorkload(t)
