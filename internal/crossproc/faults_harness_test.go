@@ -320,7 +320,8 @@ type faultRun struct {
 
 	writer, reader *child
 	marks          []phaseMark
-	parentDB       *gorm.DB // the parent's own cached reads (parentRead)
+	parentDB       *gorm.DB       // the parent's own cached reads (parentRead)
+	parentRegion   *region.Region // parentDB's region
 }
 
 type phaseMark struct {
@@ -406,10 +407,38 @@ func (run *faultRun) parentRead() (int64, error) {
 	if run.parentDB == nil {
 		db, _ := openPostgres(run.t, run.dsn)
 		be := newBackend(run.t, run.rc, run.prefix, redisbackend.WithTimeout(faultTimeout))
-		usePlugin(run.t, db, sharedRegion(run.t, be))
+		run.parentRegion = sharedRegion(run.t, be)
+		usePlugin(run.t, db, run.parentRegion)
 		run.parentDB = db
 	}
 	return cachedValue(run.parentDB)
+}
+
+// primeEntry pauses the writer and reads through the parent until a read
+// is a cache hit returning the last committed value: the shared entry of
+// item 1 is then valid in Redis. A fault injected now finds a cached answer
+// that the writer's next commits must invalidate (were the entry already
+// invalid, every read would miss and none could be stale). The caller
+// injects the fault and resumes the writer.
+func (run *faultRun) primeEntry() {
+	t := run.t
+	t.Helper()
+	last := run.pauseWriter()
+	deadline := time.Now().Add(eventually)
+	for {
+		hits := int64(-1)
+		if run.parentRegion != nil {
+			hits = run.parentRegion.Stats().Hits
+		}
+		v, err := run.parentRead()
+		if err == nil && v == last && hits >= 0 && run.parentRegion.Stats().Hits > hits {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fault=%s: no cached read of the last committed value %d within %v (last: %d, %v)", run.name, last, eventually, v, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // finish stops both children, reads their logs and computes the figures.

@@ -236,8 +236,10 @@ func TestFaultClockSkew(t *testing.T) {
 // noeviction policy and a maxmemory just below what it uses: every write
 // (SET, INCR, scripts) is refused with an OOM error while reads work. (A
 // limit just above the usage would let a write through now and then, as
-// expiring keys and freed buffers bring the usage under it.) The writer
-// commits through it (the default model: a cache outage never fails a
+// expiring keys and freed buffers bring the usage under it.) Just before,
+// with the writer paused, the parent makes sure item 1's answer is cached
+// and valid (primeEntry), so that the fault finds an answer to invalidate.
+// The writer commits through it (the default model: a cache outage never fails a
 // write; what it invalidates is kept and retried in the background), is
 // paused, and the limit is lifted (maxmemory 0). Within a generous
 // deadline a cached read must return the last committed value, and from
@@ -266,6 +268,7 @@ func TestFaultOutOfMemory(t *testing.T) {
 			must(t, err)
 			run.start()
 			time.Sleep(faultWarmup)
+			run.primeEntry()
 			run.phase("oom")
 			must(t, run.rc.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
 			used := infoField(t, run.rc, "memory", "used_memory")
@@ -277,6 +280,7 @@ func TestFaultOutOfMemory(t *testing.T) {
 			if err := run.rc.Get(ctx, "filler:1").Err(); err != nil {
 				t.Fatalf("out of memory, a GET failed: %v", err)
 			}
+			run.resumeWriter()
 			time.Sleep(faultPhase)
 			last := run.pauseWriter()
 			must(t, run.rc.ConfigSet(ctx, "maxmemory", "0").Err())
@@ -368,7 +372,8 @@ func TestFaultGarbageCounters(t *testing.T) {
 
 // TestFaultClientPause: the parent issues CLIENT PAUSE 2000 WRITE twice:
 // for 2 s at a time Redis serves reads but holds every write (and every
-// script) of both children. Operations must still end within 3× the
+// script) of both children; item 1's answer is cached and valid when the
+// first pause begins (primeEntry). Operations must still end within 3× the
 // backend timeout. A writer whose invalidation could not be written meanwhile
 // may leave stale answers (the default model); those are reported, and
 // none may remain once the pauses are over and the writer's backend works
@@ -378,9 +383,13 @@ func TestFaultClientPause(t *testing.T) {
 	run.start()
 	time.Sleep(faultWarmup)
 	ctx := context.Background()
+	run.primeEntry()
 	run.phase("fault")
-	for range 2 {
+	for i := range 2 {
 		must(t, run.rc.Do(ctx, "CLIENT", "PAUSE", "2000", "WRITE").Err())
+		if i == 0 {
+			run.resumeWriter()
+		}
 		time.Sleep(2300 * time.Millisecond)
 	}
 	run.phase("settle")
@@ -473,7 +482,8 @@ func TestFaultLockWithoutTTL(t *testing.T) {
 // TestFaultWriterUnreachable: the writer reaches Redis through a TCP proxy
 // in the parent, which is cut (a black hole: Redis seems to hang, its
 // connections stay open and unanswered) for faultPhase, while the reader
-// keeps its own connection. With the default plugin options the writer's
+// keeps its own connection; item 1's answer is cached and valid when the
+// cut begins (primeEntry). With the default plugin options the writer's
 // commits go on although their invalidations cannot be written: stale
 // reads are expected during the cut and the settle phase after it, and
 // their maximum staleness (logged) is the bound the README states; none
@@ -496,8 +506,10 @@ func TestFaultWriterUnreachable(t *testing.T) {
 			run.writerConf.Strict = strict
 			run.start()
 			time.Sleep(faultWarmup)
+			run.primeEntry()
 			run.phase("fault")
 			proxy.Cut()
+			run.resumeWriter()
 			time.Sleep(faultPhase)
 			proxy.Restore()
 			run.phase("settle")
