@@ -2,7 +2,10 @@ package region
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 )
 
 // The region-wide invalidation record. It is two generation counters, hard
@@ -73,6 +76,9 @@ type record struct {
 	// both could. When ok is false every value is a miss, and the record is
 	// set afresh (initStamps) before a value is made.
 	hardOK, softOK, ok bool
+	// hardRaw and softRaw are what a shared backend held for a generation
+	// that could not be read (nil: missing), for setRecord's guard.
+	hardRaw, softRaw []byte
 }
 
 // readRecord fills in s.inv and, from the record's pending marker, whether
@@ -85,6 +91,9 @@ func (r *Region) readRecord(s *snapshot, vals [][]byte, ti *tagInfo) [][]byte {
 		s.inv.hard, s.inv.hardOK = parseCounter(vals[0])
 		s.inv.soft, s.inv.softOK = parseCounter(vals[2])
 		s.inv.ok = s.inv.hardOK && s.inv.softOK
+		if !s.inv.ok {
+			s.inv.hardRaw, s.inv.softRaw = vals[0], vals[2]
+		}
 		if markerPending(vals[1]) {
 			s.pending = true
 		}
@@ -104,29 +113,42 @@ func (r *Region) readRecord(s *snapshot, vals [][]byte, ti *tagInfo) [][]byte {
 
 // setRecord gives a shared backend's record the generations it could not
 // read in s (missing or unreadable), so that the value about to be made is
-// stamped with ones a later invalidation changes. Incr sets a missing or
-// unreadable counter to a fresh start: this repairs the record.
+// stamped with ones a later invalidation changes. Each is set to a fresh
+// random start only if it still holds what s read (SetIf), then both are
+// read back: callers that find the record missing together agree on one
+// start instead of each moving it past the values the others stamped. This
+// also repairs an unreadable generation.
 func (r *Region) setRecord(ctx context.Context, s *snapshot) error {
 	if s.inv.ok {
 		return nil
 	}
-	if !s.inv.hardOK {
-		n, err := r.backend.Incr(ctx, r.hardKey)
-		if err != nil {
-			return fmt.Errorf("set the region's hard generation: %w", err)
+	for _, g := range []struct {
+		ok  bool
+		key string
+		old []byte
+	}{{s.inv.hardOK, r.hardKey, s.inv.hardRaw}, {s.inv.softOK, r.softKey, s.inv.softRaw}} {
+		if g.ok {
+			continue
 		}
-		s.inv.hard, s.inv.hardOK = n, true
-	}
-	if !s.inv.softOK {
-		n, err := r.backend.Incr(ctx, r.softKey)
-		if err != nil {
-			return fmt.Errorf("set the region's soft generation: %w", err)
+		start := strconv.AppendInt(nil, rand.Int64N(1<<48), 10)
+		if _, err := r.backend.SetIf(ctx, Item{Key: g.key, Value: start}, []Guard{{Key: g.key, Value: g.old}}); err != nil {
+			return fmt.Errorf("set the region's generation %s: %w", g.key, err)
 		}
-		s.inv.soft, s.inv.softOK = n, true
 	}
-	s.inv.ok = true
+	vals, err := r.backend.GetMulti(ctx, []string{r.hardKey, r.softKey})
+	if err != nil || len(vals) != 2 {
+		return fmt.Errorf("read the region's generations: %w", errors.Join(err, errShortRead))
+	}
+	s.inv.hard, s.inv.hardOK = parseCounter(vals[0])
+	s.inv.soft, s.inv.softOK = parseCounter(vals[1])
+	if s.inv.ok = s.inv.hardOK && s.inv.softOK; !s.inv.ok {
+		return fmt.Errorf("region %s: the region's generations are unreadable after being set", r.name)
+	}
 	return nil
 }
+
+// errShortRead is a backend read that returned fewer values than keys.
+var errShortRead = errors.New("region: the backend returned too few values")
 
 // parseCounter reads a counter as a backend returns it, its decimal text;
 // ok is false when b is missing or is not a decimal int64.
