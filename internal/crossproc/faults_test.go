@@ -18,6 +18,7 @@ package crossproc
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -321,9 +322,11 @@ func TestFaultOutOfMemory(t *testing.T) {
 }
 
 // TestFaultGarbageCounters: the parent overwrites, every 20 ms, every tag
-// counter (keys with "t:{") and every pending marker ("p:{") of the
+// counter (keys with "t:{") and every pending marker ("p:{"), and the
+// region-wide record's generations and marker ("H:{", "S:{", "P:{"), of the
 // children's regions with "garbage" (keeping their time to live). An
-// unreadable counter or marker must never let an old answer be served.
+// unreadable counter, generation or marker must never let an old answer be
+// served.
 func TestFaultGarbageCounters(t *testing.T) {
 	run := newFaultRun(t, "garbage-counters")
 	run.start()
@@ -342,7 +345,7 @@ func TestFaultGarbageCounters(t *testing.T) {
 			}
 			var fresh []string
 			for _, k := range keys {
-				if !strings.Contains(k, "t:{") && !strings.Contains(k, "p:{") {
+				if !slices.ContainsFunc([]string{"t:{", "p:{", "H:{", "S:{", "P:{"}, func(p string) bool { return strings.Contains(k, p) }) {
 					continue
 				}
 				if run.rc.SetArgs(ctx, k, "garbage", goredis.SetArgs{KeepTTL: true}).Err() == nil {
