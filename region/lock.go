@@ -462,10 +462,13 @@ func (r *Region) create(ctx context.Context, ck callKeys, todo []claim, s *snaps
 	}
 }
 
-// budgetTimeouts is how many operation timeouts of the backend a call of
-// the dogpile lock may spend on backend calls after its first read (see
-// budget): with that read, at most three.
-const budgetTimeouts = 2
+// budgetAfterRead is the share of the backend's operation timeout T that a
+// call of the dogpile lock may spend on backend calls after its first read
+// (see budget), in halves: 1.5T. With that read, which lasts less than T
+// unless it times out (and then spends the budget), a call spends at most
+// 2.5T on the backend, and keeps half a timeout of the 3T bound for its own
+// work.
+const budgetAfterRead = 3 // halves of T
 
 // timeoutReporter is implemented by a backend that bounds each of its calls
 // by an operation timeout, and reports it (the Redis backend does): a call
@@ -488,10 +491,10 @@ type timeoutReporter interface {
 //     already holds is released in the background.
 //   - Over a backend that reports its operation timeout T
 //     (timeoutReporter), the backend calls after the first read may take
-//     budgetTimeouts×T in all: each runs on a context bounded by what is
-//     left, and none starts once it is spent. With the first read, which
-//     the hit path makes and does not time, a call spends at most 3T on
-//     the backend.
+//     1.5T in all (budgetAfterRead): each runs on a context bounded by
+//     what is left, and none starts once it is spent. With the first read,
+//     which the hit path makes and does not time, a call spends at most
+//     2.5T on the backend, however slowly the backend answers.
 //
 // Waiting for another process's lock (Mutex.Wait) is waiting for its
 // creator, not backend time: it is not counted, but its failure spends the
@@ -511,7 +514,7 @@ func (r *Region) newBudget(failed bool) *budget {
 	b := &budget{}
 	if t, ok := r.backend.(timeoutReporter); ok && !r.local {
 		if d := t.Timeout(); d > 0 {
-			b.timeout, b.limit = d, budgetTimeouts*d
+			b.timeout, b.limit = d, budgetAfterRead*d/2
 		}
 	}
 	b.failed.Store(failed)

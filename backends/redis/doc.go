@@ -61,15 +61,24 @@
 //     under the lock only while the lock still holds its token, atomically
 //     (the lock and the entry share a slot): a holder whose lease ran out and
 //     passed to another process never overwrites that process's value.
-//   - Unlock: stops the renewal, then a compare-and-delete script deletes
-//     the lock only if it still holds this token (never another holder's
-//     lock) and PUBLISHes on the channel named like the lock key.
+//   - Unlock: stops the renewal (without waiting for one in flight), then a
+//     compare-and-delete script deletes the lock only if it still holds
+//     this token (never another holder's lock) and PUBLISHes on the channel
+//     named like the lock key. A release Redis does not answer (and the SET
+//     of a TryLock whose answer was lost) is retried by a goroutine of the
+//     Backend, with backoff, until Redis answers, the lease has run out or
+//     the Backend is closed: waiters elsewhere are freed as soon as Redis
+//     is back, not when the lease ends.
 //   - Wait: subscribes to that channel over one PubSub connection per
 //     Backend, made on the first wait and multiplexing every lock this
-//     process waits on, and polls the lock's PTTL, sleeping min(pttl, 200ms)
-//     with jitter between polls. It returns when the lock is gone: at once
-//     on the notification, at worst one poll after the lease ends when the
-//     holder died. It never spins.
+//     process waits on, and polls the lock's PTTL, sleeping min(pttl, 200ms,
+//     the operation timeout) with jitter between polls. It returns when the
+//     lock is gone: at once on the notification, at worst one poll after
+//     the lease ends when the holder died. It never spins. The poll is a
+//     script, which CLIENT PAUSE WRITE holds as it holds the holder's store
+//     and release: a waiter learns that Redis takes no writes within one
+//     timeout, and gives up, instead of waiting for a holder that cannot
+//     finish.
 //
 // Unlike dogpile.cache's Redis lock, a lock that is no longer ours is never
 // deleted, a long regeneration does not lose its lock, a waiter is woken by
@@ -81,7 +90,15 @@
 // Every operation is bounded by the operation timeout (WithTimeout, default
 // 100ms), so a slow or unreachable Redis costs a caller at most that much
 // per operation; the region turns the error into a miss and makes the value
-// itself. After five consecutive operations that Redis did not answer
+// itself. A GetOrCreate makes several operations (a read, the lock, the
+// tag stamps, the store, the release), but once one has failed it makes no
+// more, and the backend reports its timeout (Timeout) so that the region
+// caps what one such call spends on Redis at 2.5 timeouts however slowly
+// Redis answers: with Redis paused, down, out of memory or slow, it takes
+// at most three timeouts beyond its creator's own time. Get, Delete and
+// the invalidations are one operation each; Set stops at its first failed
+// operation.
+// After five consecutive operations that Redis did not answer
 // (WithBreaker), a circuit breaker opens: every operation then fails at once
 // with an error wrapping ErrUnavailable, without touching the network. After
 // the cooldown (1s by default) one operation is let through as a probe; when

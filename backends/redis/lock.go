@@ -214,10 +214,13 @@ var pollScript = goredis.NewScript(`return redis.call('PTTL', KEYS[1])`)
 // Wait blocks until the lock is released or its lease runs out, or ctx ends.
 // It listens for the holder's unlock notification and, so that a holder
 // killed without unlocking delays it by at most its lease, also polls the
-// lock's remaining lease (pollScript), sleeping at most 200ms between
-// polls. It returns nil once the lock is free, ctx's error when ctx ends
-// first, and an error if Redis cannot be asked or does not take writes
-// (paused): the holder could not finish, so it is not worth waiting for.
+// lock's remaining lease (pollScript), sleeping at most 200ms, and at most
+// the operation timeout, between polls. It returns nil once the lock is
+// free, ctx's error when ctx ends first, and an error if Redis cannot be
+// asked or does not take writes (paused): the holder could not finish, so
+// it is not worth waiting for. A Redis that stops answering while a caller
+// waits is noticed within 2.25 operation timeouts: a poll (every timeout
+// at most, jittered by a quarter), then its timeout.
 func (l *Lock) Wait(ctx context.Context) error {
 	notified, stop := l.b.notify.watch(l.key)
 	defer stop()
@@ -234,6 +237,9 @@ func (l *Lock) Wait(ctx context.Context) error {
 			return nil // no lock
 		}
 		d := maxWaitPoll
+		if l.b.timeout > 0 {
+			d = min(d, l.b.timeout)
+		}
 		if ms >= 0 {
 			d = min(d, time.Duration(ms)*time.Millisecond+time.Millisecond)
 		}
