@@ -46,6 +46,7 @@ type invalidation struct {
 	region string
 	tags   []string
 	all    bool
+	more   func() []string // tags known once the statement ran (relwrite.go), read when applied
 }
 
 // postKey holds, for a statement written outside a transaction (or one
@@ -320,6 +321,7 @@ func (p *Plugin) strictly(db *gorm.DB, err error) {
 // of raw transaction control.
 func (p *Plugin) afterWrite(db *gorm.DB) {
 	stmt := db.Statement
+	p.keysReturned(db) // a delete's RETURNING rows (relwrite.go)
 	if v, ok := stmt.Settings.LoadAndDelete(rawTxKey{stmt}); ok {
 		v.(*rawTxUndo).settle(db.Error)
 	}
@@ -389,6 +391,11 @@ func (p *Plugin) regionTags(invs []invalidation, name string) []string {
 		}
 		for _, t := range inv.tags {
 			add(t)
+		}
+		if inv.more != nil {
+			for _, t := range inv.more() {
+				add(t)
+			}
 		}
 	}
 	return tags
