@@ -117,31 +117,8 @@ func BenchmarkFirstByPK(b *testing.B) {
 			b.Fatalf("%d queries reached the database during hits", q)
 		}
 	})
-	// The same hit after the application ran 100,000 distinct SQL texts
-	// through FromCache before it (values inlined in the SQL, say): the
-	// plugin's analysis caches are bounded, and must have kept room for the
-	// hot query rather than refusing to grow.
-	b.Run("fromcache-hit-after-100k-sql", func(b *testing.B) {
-		churned, _ := benchDB(b)
-		var out []struct{ N int }
-		for i := range 100_000 {
-			dbtest.Must(b, churned.Scopes(dogpile.FromCache("default")).Raw(fmt.Sprintf("SELECT %d AS n", i)).Find(&out).Error)
-		}
-		cached := dogpile.FromCache("default")
-		var it benchItem
-		dbtest.Must(b, churned.Scopes(cached).First(&it, 500).Error)
-		churned.Pool.Reset()
-		b.ReportAllocs()
-		for b.Loop() {
-			var it benchItem
-			if err := churned.Scopes(cached).First(&it, 500).Error; err != nil {
-				b.Fatal(err)
-			}
-		}
-		if q := churned.Pool.Queries(); q != 0 {
-			b.Fatalf("%d queries reached the database during hits", q)
-		}
-	})
+	// The no-cliff benchmark (the hit after 100,000 distinct SQL texts) is
+	// BenchmarkInlineFirst's hit-after-100k-sql (bench_inline_test.go).
 	b.Run("fromcache-hit-decoding", func(b *testing.B) {
 		tx, cached := decodingDB(b, db), dogpile.FromCache("default")
 		var it benchItem
