@@ -536,8 +536,12 @@ func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption)
 		return fmt.Errorf("region %s: set %q: encode: %w", r.name, key, err)
 	}
 	s, err := r.read(ctx, nil, co)
+	// After the read, the stamps and the store are one call's backend time
+	// (budget, lock.go), as a GetOrCreate's are: an outage costs Set a
+	// bounded latency, however many tags need a counter.
+	b := r.newBudget(false)
 	if err == nil {
-		err = r.initStamps(ctx, &s)
+		err = b.do(ctx, func(ctx context.Context) error { return r.initStamps(ctx, &s) })
 	}
 	if err != nil {
 		r.stats.errors.Add(1)
@@ -546,7 +550,11 @@ func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption)
 	if s.bypass {
 		return nil
 	}
-	if _, err := r.store(ctx, r.entryKey(key), payload, &s, 0, co, nil); err != nil {
+	err = b.do(ctx, func(ctx context.Context) error {
+		_, err := r.store(ctx, r.entryKey(key), payload, &s, 0, co, nil)
+		return err
+	})
+	if err != nil {
 		r.stats.errors.Add(1)
 		return fmt.Errorf("region %s: set %q: %w", r.name, key, err)
 	}
