@@ -14,10 +14,8 @@ import (
 // region is closed, no refresher starts again: every reading is precise.
 //
 // The coarse reading lags the true time by at most a tick. Values are dated
-// with it, so they can only look older than they are; invalidations are
-// dated with the precise clock (precise), so a value made before an
-// invalidation is always older than it, and one made just after may be taken
-// for older: a wasted miss, never a stale hit.
+// with it, for expiry only, so they can only look older than they are (and
+// go stale up to a tick early); invalidation uses no clock (record.go).
 //
 // bg is set by New and read-only afterwards; the other fields are atomic:
 // readers and the refresher share them without a lock.
@@ -52,9 +50,6 @@ func (c *clock) nanos() int64 {
 	}
 	return now
 }
-
-// precise returns the exact time, for invalidations.
-func (c *clock) precise() int64 { return time.Now().UnixNano() }
 
 // refresh refreshes the coarse reading every tick, until it has had no
 // reader for clockIdle ticks or ctx is done (Close).

@@ -143,13 +143,6 @@ func (r *Region) nanos() int64 {
 	return r.clock.nanos()
 }
 
-// preciseNanos returns the exact time, for invalidations (see clock).
-func (r *Region) preciseNanos() int64 {
-	if r.now != nil {
-		return r.now().UnixNano()
-	}
-	return r.clock.precise()
-}
 
 // Name returns the region's name.
 func (r *Region) Name() string { return r.name }
