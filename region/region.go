@@ -143,7 +143,6 @@ func (r *Region) nanos() int64 {
 	return r.clock.nanos()
 }
 
-
 // Name returns the region's name.
 func (r *Region) Name() string { return r.name }
 
