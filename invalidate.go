@@ -342,31 +342,45 @@ const (
 // apply invalidates invs in their regions: one call per region and phase,
 // which a shared backend sends as one round trip (a statement whose tables
 // are unknown adds region.EveryValue, the whole region, to the same call).
-// Errors are kept by the regions, which retry them and bypass the affected
-// tags until they land: a cache outage never fails a write. It returns the
-// errors, for WithStrictInvalidation.
+// The regions are called in parallel, so that a phase costs a write one
+// backend timeout at most during an outage, however many regions it
+// touches. Errors are kept by the regions, which retry them and bypass the
+// affected tags until they land: a cache outage never fails a write. It
+// returns the errors, for WithStrictInvalidation.
 func (p *Plugin) apply(ctx context.Context, invs []invalidation, ph phase) error {
 	ctx = background(ctx)
-	var errs []error
+	type call struct {
+		r    *region.Region
+		tags []string
+	}
+	var calls []call
 	for i, r := range p.regionList {
-		tags := p.regionTags(invs, p.regionNames[i])
-		if len(tags) == 0 {
-			continue
-		}
-		var err error
-		switch ph {
-		case phasePre:
-			err = r.PreInvalidateTags(ctx, tags...)
-		case phasePost:
-			err = r.PostInvalidateTags(ctx, tags...)
-		default:
-			err = r.InvalidateTags(ctx, tags...)
-		}
-		if err != nil {
-			errs = append(errs, err)
+		if tags := p.regionTags(invs, p.regionNames[i]); len(tags) > 0 {
+			calls = append(calls, call{r, tags})
 		}
 	}
+	if len(calls) == 1 {
+		return invalidatePhase(ctx, calls[0].r, calls[0].tags, ph)
+	}
+	errs := make([]error, len(calls))
+	var wg sync.WaitGroup
+	for i, c := range calls {
+		wg.Go(func() { errs[i] = invalidatePhase(ctx, c.r, c.tags, ph) })
+	}
+	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// invalidatePhase sends one phase of an invalidation of tags to r.
+func invalidatePhase(ctx context.Context, r *region.Region, tags []string, ph phase) error {
+	switch ph {
+	case phasePre:
+		return r.PreInvalidateTags(ctx, tags...)
+	case phasePost:
+		return r.PostInvalidateTags(ctx, tags...)
+	default:
+		return r.InvalidateTags(ctx, tags...)
+	}
 }
 
 // regionTags returns the tags of invs that concern the region registered

@@ -49,8 +49,7 @@ func (fl *flight) found(env *envelope) {
 
 // currentFor reports whether a flight's value may be given to a caller that
 // joined it with the view s of entry i: made under the region's hard
-// generation in s, from the same tag versions (what s could not read is
-// not compared). A value that was being
+// generation in s, from the same tag versions. A value that was being
 // made when a write committed is not given to a caller that began after it.
 func (fl *flight) currentFor(s *snapshot, i int) bool {
 	if s.failed {
@@ -58,7 +57,15 @@ func (fl *flight) currentFor(s *snapshot, i int) bool {
 		// arrived is surely as new as what the caller must see.
 		return fl.run > s.seq
 	}
-	if s.inv.hardOK && fl.hard != s.inv.hard {
+	// What the caller could not read (a generation or a counter the
+	// backend lost) cannot be compared: as for a failed read, only a run
+	// that began after the caller arrived will do. That costs no herd at a
+	// cold start: a leader sets missing counters before its creator runs,
+	// so a caller that still found one missing arrived before the run.
+	if !s.inv.hardOK {
+		return fl.run > s.seq
+	}
+	if fl.hard != s.inv.hard {
 		return false
 	}
 	cur := s.stampsOf(i)
@@ -66,7 +73,10 @@ func (fl *flight) currentFor(s *snapshot, i int) bool {
 		return false
 	}
 	for j := range cur {
-		if cur[j] != nil && !bytes.Equal(cur[j], fl.stamps[j]) {
+		if cur[j] == nil {
+			return fl.run > s.seq
+		}
+		if !bytes.Equal(cur[j], fl.stamps[j]) {
 			return false
 		}
 	}

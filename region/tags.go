@@ -245,6 +245,7 @@ func (r *Region) bump(ctx context.Context, tags []string, mark int) error {
 			}
 		}
 	}()
+	at := r.unconfirmed.mark()
 	for _, t := range tags {
 		if ref := r.tagRef(t); r.local && ref.counter != nil {
 			ref.counter.Add(1) // the process's own generation, or a CounterRefs one
@@ -255,7 +256,7 @@ func (r *Region) bump(ctx context.Context, tags []string, mark int) error {
 			errs = append(errs, fmt.Errorf("tag %q: %w", t, err))
 			continue
 		}
-		r.unconfirmed.remove(t)
+		r.unconfirmed.remove(t, at)
 	}
 	if len(errs) > 0 {
 		r.stats.errors.Add(1)
@@ -280,6 +281,7 @@ func (r *Region) bumpBatch(ctx context.Context, tb TagBumper, tags []string, mar
 			markers[i] = ref.pendingKey
 		}
 	}
+	at := r.unconfirmed.mark()
 	if err := tb.BumpTags(ctx, counters, markers, int64(mark), r.lease); err != nil {
 		for _, t := range tags {
 			r.unconfirmed.add(t)
@@ -288,7 +290,7 @@ func (r *Region) bumpBatch(ctx context.Context, tb TagBumper, tags []string, mar
 		return fmt.Errorf("region %s: invalidate tags: %w", r.name, err)
 	}
 	for _, t := range tags {
-		r.unconfirmed.remove(t)
+		r.unconfirmed.remove(t, at)
 	}
 	return nil
 }
@@ -342,30 +344,42 @@ type unconfirmedTags struct {
 	// unconfirmed, costs one atomic load on the read path.
 	has atomic.Bool
 
-	mu      sync.Mutex          // guards tags and retrier
-	tags    map[string]struct{} // the unconfirmed tags
-	retrier bool                // a retry goroutine is running
+	// seq numbers the adds; written under mu, read by mark without it.
+	seq atomic.Uint64
+
+	mu      sync.Mutex        // guards tags and retrier
+	tags    map[string]uint64 // the unconfirmed tags, with the seq of their last add
+	retrier bool              // a retry goroutine is running
 }
 
 func (u *unconfirmedTags) add(tag string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.tags == nil {
-		u.tags = make(map[string]struct{})
+		u.tags = make(map[string]uint64)
 	}
-	u.tags[tag] = struct{}{}
+	u.tags[tag] = u.seq.Add(1)
 	u.has.Store(true)
 	if !u.retrier {
 		u.retrier = u.r.bg.start(u.retry)
 	}
 }
 
-func (u *unconfirmedTags) remove(tag string) {
+// mark returns what remove needs to know that an invalidation sent after it
+// covers a tag: an add made later (a failure of another invalidation of the
+// tag, racing with this one) is not undone by this one's success.
+func (u *unconfirmedTags) mark() uint64 { return u.seq.Load() }
+
+// remove confirms tag, by an invalidation sent after mark returned at: the
+// tag stays unconfirmed if it was added again since.
+func (u *unconfirmedTags) remove(tag string, at uint64) {
 	if !u.has.Load() {
 		return
 	}
 	u.mu.Lock()
-	delete(u.tags, tag)
+	if s, ok := u.tags[tag]; ok && s <= at {
+		delete(u.tags, tag)
+	}
 	u.has.Store(len(u.tags) > 0)
 	u.mu.Unlock()
 }
@@ -408,6 +422,7 @@ func (u *unconfirmedTags) retry(ctx context.Context) {
 			return
 		case <-sleep.C:
 		}
+		at := u.mark() // what the bump below, sent after it, confirms
 		tags := u.listOrStop()
 		if len(tags) == 0 {
 			return
@@ -419,7 +434,7 @@ func (u *unconfirmedTags) retry(ctx context.Context) {
 		} else {
 			for _, t := range tags {
 				if _, err := u.r.backend.Incr(bctx, u.r.tagRef(t).key); err == nil {
-					u.remove(t)
+					u.remove(t, at)
 				}
 			}
 		}

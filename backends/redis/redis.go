@@ -315,11 +315,15 @@ func expiry(ttl time.Duration) time.Duration {
 // setIfScript stores KEYS[1] = ARGV[1] with PX ARGV[2] ("0": no expiry) if
 // every guard holds. KEYS[i] (i >= 2) is a guard key and ARGV[i+1] its
 // condition: "" means the key must be missing, "=" followed by a value means
-// it must hold exactly that value.
+// it must hold exactly that value. A guard key of another type than a
+// string counts as missing, as GetMulti (MGET) reads it, so a guard on what
+// GetMulti returned holds and the SET replaces the key (the region repairs
+// an unreadable counter that way).
 var setIfScript = goredis.NewScript(`
 for i = 2, #KEYS do
   local want = ARGV[i + 1]
-  local cur = redis.call('GET', KEYS[i])
+  local ok, cur = pcall(redis.call, 'GET', KEYS[i])
+  if not ok then cur = false end
   if want == '' then
     if cur then return 0 end
   elseif cur ~= string.sub(want, 2) then
