@@ -58,7 +58,7 @@ const (
 // inlineSQLite opens a database in memory (one connection, so one
 // database) with the plugin over a memory region, seeded with inlineUsers
 // users of inlinePostsPerUser posts each.
-func inlineSQLite(b *testing.B) *dbtest.DB {
+func inlineSQLite(b testing.TB) *dbtest.DB {
 	b.Helper()
 	sqlDB, err := sql.Open("sqlite3", ":memory:")
 	dbtest.Must(b, err)
@@ -341,4 +341,26 @@ func BenchmarkInlinePreload100(b *testing.B) {
 			check(b, us)
 		}
 	})
+}
+
+// TestInlineScopeCostsNothing: a FromCache scope written inline allocates
+// nothing once made, with or without options (but WithTables);
+// RelationshipCache's likewise.
+func TestInlineScopeCostsNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts")
+	}
+	cases := map[string]func(){
+		"FromCache":                  func() { _ = dogpile.FromCache("default") },
+		"FromCache other region":     func() { _ = dogpile.FromCache("other") },
+		"FromCache with options":     func() { _ = dogpile.FromCache("default", dogpile.WithKey("k"), dogpile.WithExpiration(time.Minute)) },
+		"FromCache IgnoreExpiration": func() { _ = dogpile.FromCache("default", dogpile.IgnoreExpiration()) },
+		"RelationshipCache":          func() { _ = dogpile.RelationshipCache("Posts", "default") },
+	}
+	for name, f := range cases {
+		f() // made once
+		if n := testing.AllocsPerRun(100, f); n != 0 {
+			t.Errorf("%s: %v allocations per call, want 0", name, n)
+		}
+	}
 }

@@ -2,6 +2,8 @@ package dogpile
 
 import (
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -11,10 +13,28 @@ import (
 	"github.com/dogpile-go/dogpile/region"
 )
 
-// Option configures one FromCache.
-type Option func(*fromCache)
+// Option configures one FromCache (or RelationshipCache). Options are small
+// values, not closures: passing them allocates nothing.
+type Option struct {
+	kind   optionKind
+	d      time.Duration // WithExpiration
+	name   string        // WithKey
+	tables []string      // WithTables, as given
+}
 
-// fromCache is what a FromCache scope asks of a query.
+type optionKind uint8
+
+const (
+	optNone optionKind = iota // the zero Option: changes nothing
+	optExpiration
+	optKey
+	optTables
+	optIgnoreExpiration
+)
+
+// fromCache is what a FromCache scope asks of a query. It is immutable once
+// its scope is made: one value serves every statement the scope is applied
+// to, concurrently.
 type fromCache struct {
 	region        string
 	expiration    time.Duration
@@ -22,6 +42,8 @@ type fromCache struct {
 	ignoreExpiry  bool
 	name          string   // WithKey
 	tables        []string // WithTables, normalised
+
+	clause clause.Clause // the clause its scope puts on a statement (fromCacheClause)
 }
 
 // WithExpiration overrides the region's expiration for this query (or, in
@@ -32,28 +54,104 @@ func WithExpiration(d time.Duration) Option {
 	if d <= 0 {
 		d = region.NeverExpire
 	}
-	return func(fc *fromCache) { fc.expiration, fc.expirationSet = d, true }
+	return Option{kind: optExpiration, d: d}
 }
 
 // WithKey names the query's entries. The name works like a table of its own:
 // InvalidateKey(tx, region, name) invalidates every entry made under it,
 // whatever its bind values (which still count in the key).
-func WithKey(name string) Option { return func(fc *fromCache) { fc.name = name } }
+func WithKey(name string) Option { return Option{kind: optKey, name: name} }
 
 // WithTables declares the tables a query reads, for raw SQL the plugin cannot
 // read the tables from. Without it, the tables come from the statement; a
 // query whose tables cannot be known depends on every write.
-func WithTables(tables ...string) Option {
-	return func(fc *fromCache) {
-		for _, t := range tables {
-			fc.tables = append(fc.tables, normTable(t))
-		}
-	}
-}
+func WithTables(tables ...string) Option { return Option{kind: optTables, tables: tables} }
 
 // IgnoreExpiration serves a cached answer however old it is; writes still
 // invalidate it.
-func IgnoreExpiration() Option { return func(fc *fromCache) { fc.ignoreExpiry = true } }
+func IgnoreExpiration() Option { return Option{kind: optIgnoreExpiration} }
+
+// scopeKey is everything a fromCache is made of but its tables: the key of
+// the scopes shared between calls (sharedScopes).
+type scopeKey struct {
+	region        string
+	name          string
+	expiration    time.Duration
+	expirationSet bool
+	ignoreExpiry  bool
+	rel           bool // a RelationshipCache scope, of the association at path
+	path          string
+}
+
+// optionsOf applies opts to the scope key k of a region, and returns the
+// tables they declare (nil when none: the scope can be shared), normalised.
+func optionsOf(k *scopeKey, opts []Option) (tables []string) {
+	for _, o := range opts {
+		switch o.kind {
+		case optExpiration:
+			k.expiration, k.expirationSet = o.d, true
+		case optKey:
+			k.name = o.name
+		case optTables:
+			for _, t := range o.tables {
+				tables = append(tables, normTable(t))
+			}
+		case optIgnoreExpiration:
+			k.ignoreExpiry = true
+		}
+	}
+	return tables
+}
+
+// newFromCache returns the options of k and tables as a fromCache, with
+// its clause.
+func newFromCache(k scopeKey, tables []string) *fromCache {
+	fc := &fromCache{region: k.region, expiration: k.expiration, expirationSet: k.expirationSet,
+		ignoreExpiry: k.ignoreExpiry, name: k.name, tables: tables}
+	fc.clause = clause.Clause{Name: fromCacheClause, Expression: fromCacheExpr{fc}}
+	return fc
+}
+
+// apply is a FromCache scope: it puts fc's clause on the statement. It
+// writes nothing but the statement's own clause map, so one scope serves
+// any number of statements at once.
+func (fc *fromCache) apply(db *gorm.DB) *gorm.DB {
+	db.Statement.Clauses[fromCacheClause] = fc.clause
+	return db
+}
+
+// sharedScopes holds the scopes FromCache and RelationshipCache return for
+// options without tables, made once and shared by every call that asks for
+// the same ones, so that a scope written inline in each query costs no
+// allocation. It is bounded: past maxSharedScopes scopes (options made of
+// ever new key names, say), it is emptied and fills again with those in use.
+var sharedScopes struct {
+	m    sync.Map // scopeKey → *sharedScope
+	n    atomic.Int64
+	last atomic.Pointer[sharedScope] // the FromCache scope without options last returned
+}
+
+// sharedScope is one scope of sharedScopes.
+type sharedScope struct {
+	key   scopeKey
+	scope func(*gorm.DB) *gorm.DB
+}
+
+// maxSharedScopes bounds sharedScopes.
+const maxSharedScopes = 1 << 10
+
+// shared returns the shared scope of k, made by build the first time.
+func shared(k scopeKey, build func() func(*gorm.DB) *gorm.DB) *sharedScope {
+	if v, ok := sharedScopes.m.Load(k); ok {
+		return v.(*sharedScope)
+	}
+	if sharedScopes.n.Add(1) > maxSharedScopes {
+		sharedScopes.m.Clear()
+		sharedScopes.n.Store(1)
+	}
+	v, _ := sharedScopes.m.LoadOrStore(k, &sharedScope{k, build()})
+	return v.(*sharedScope)
+}
 
 // fromCacheClause is where a FromCache scope puts its options: among the
 // statement's clauses, which GORM copies with the statement (through Session
@@ -90,15 +188,20 @@ type preloadingKey struct{}
 // transaction that has not written may be served from the cache. No
 // transaction's reads fill it.
 func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
-	fc := &fromCache{region: regionName}
-	for _, o := range opts {
-		o(fc)
+	if len(opts) == 0 {
+		if l := sharedScopes.last.Load(); l != nil && l.key.region == regionName {
+			return l.scope
+		}
 	}
-	c := clause.Clause{Name: fromCacheClause, Expression: fromCacheExpr{fc}}
-	return func(db *gorm.DB) *gorm.DB {
-		db.Statement.Clauses[fromCacheClause] = c
-		return db
+	k := scopeKey{region: regionName}
+	if tables := optionsOf(&k, opts); tables != nil {
+		return newFromCache(k, tables).apply
 	}
+	sc := shared(k, func() func(*gorm.DB) *gorm.DB { return newFromCache(k, nil).apply })
+	if len(opts) == 0 && sharedScopes.last.Load() != sc {
+		sharedScopes.last.Store(sc)
+	}
+	return sc.scope
 }
 
 // query replaces gorm:query. Queries without FromCache go straight to GORM's

@@ -31,28 +31,40 @@ import (
 // matching ErrUnknownRegion, added when the scope is applied: the query
 // does not run, as with FromCache.
 func RelationshipCache(path, regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
-	fc := &fromCache{region: regionName}
-	for _, o := range opts {
-		o(fc)
+	k := scopeKey{region: regionName, rel: true, path: path}
+	if tables := optionsOf(&k, opts); tables != nil {
+		return (&relScope{path, newFromCache(k, tables)}).apply
 	}
-	return func(db *gorm.DB) *gorm.DB {
-		if p, err := pluginOf(db); err == nil {
-			if _, err := p.regionFor(regionName); err != nil {
-				_ = db.AddError(err)
-				return db
+	// Made once per path, region and options, and shared (sharedScopes).
+	return shared(k, func() func(*gorm.DB) *gorm.DB { return (&relScope{path, newFromCache(k, nil)}).apply }).scope
+}
+
+// relScope is a RelationshipCache scope. It is immutable: one serves any
+// number of statements at once.
+type relScope struct {
+	path string
+	fc   *fromCache
+}
+
+// apply adds the scope's path and options to the statement's
+// RelationshipCache setting.
+func (s *relScope) apply(db *gorm.DB) *gorm.DB {
+	if p, err := pluginOf(db); err == nil {
+		if _, err := p.regionFor(s.fc.region); err != nil {
+			_ = db.AddError(err)
+			return db
+		}
+	}
+	rels := relOptions{s.path: s.fc}
+	if v, ok := db.Statement.Settings.Load(relCacheKey{}); ok {
+		for p, o := range v.(relOptions) {
+			if p != s.path {
+				rels[p] = o
 			}
 		}
-		rels := relOptions{path: fc}
-		if v, ok := db.Statement.Settings.Load(relCacheKey{}); ok {
-			for p, o := range v.(relOptions) {
-				if p != path {
-					rels[p] = o
-				}
-			}
-		}
-		db.Statement.Settings.Store(relCacheKey{}, rels)
-		return db
 	}
+	db.Statement.Settings.Store(relCacheKey{}, rels)
+	return db
 }
 
 // relCacheKey is the statement setting RelationshipCache scopes store; it is
