@@ -39,19 +39,14 @@ import (
 // with the preload path and the bind values of the preload's conditions in
 // place of the WithKey name, and the parent keys left out of the SQL) and of
 // its own parent's key value(s).
-const keyVersion = "dogpile-key-2"
-
-// keyBuffers recycles the buffer a key is hashed from.
-var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+const keyVersion = "dogpile-key-3"
 
 func (p *Plugin) cacheKey(db *gorm.DB, fc *fromCache, sc *scanned, sql string, vars []any) string {
 	shape := p.shapeOf(db, fc, sc, sql)
-	bp := keyBuffers.Get().(*[]byte)
-	b := appendValues(append((*bp)[:0], shape[:]...), vars)
-	sum := sha256.Sum256(b)
-	*bp = b
-	keyBuffers.Put(bp)
-	return entryKey('q', sum)
+	// The shape's digest and the bind values, hashed once. A key's bytes
+	// fit the buffer on the stack unless its values are long.
+	var buf [256]byte
+	return entryKey('q', sha256.Sum256(appendValues(append(buf[:0], shape[:]...), vars)))
 }
 
 // shapeKey identifies a query's shape: everything in its key but the bind
@@ -157,62 +152,82 @@ func appendPart(b []byte, tag byte, s string) []byte {
 }
 
 // appendValues appends bind values: 'V', how many, and each with its type.
+// Values of the types appendPlain knows are appended to b itself, which
+// may be on the caller's stack; only another type moves the bytes to the
+// heap first (appendValue recurses, so what it is given escapes).
 func appendValues(b []byte, vars []any) []byte {
 	b = append(b, 'V')
 	b = binary.AppendUvarint(b, uint64(len(vars)))
 	for _, v := range vars {
-		b = appendValue(b, v)
+		if nb, ok := appendPlain(b, v); ok {
+			b = nb
+			continue
+		}
+		b = appendValue(append(make([]byte, 0, 2*len(b)+64), b...), v)
 	}
 	return b
 }
 
-// appendValue appends a bind value with its type.
-func appendValue(b []byte, v any) []byte {
+// appendPlain appends a bind value of a type that holds no other value
+// (nil, strings, bytes, booleans, numbers, times) with its type, and
+// reports whether v was one.
+func appendPlain(b []byte, v any) ([]byte, bool) {
 	switch x := v.(type) {
 	case nil:
-		return append(b, 'n')
+		return append(b, 'n'), true
 	case string:
-		return appendPart(b, 's', x)
+		return appendPart(b, 's', x), true
 	case []byte:
 		if x == nil {
-			return append(b, 'N') // a nil []byte is sent as NULL
+			return append(b, 'N'), true // a nil []byte is sent as NULL
 		}
-		return appendPart(b, 'b', string(x))
+		return appendPart(b, 'b', string(x)), true
 	case bool:
 		if x {
-			return append(b, 't')
+			return append(b, 't'), true
 		}
-		return append(b, 'f')
+		return append(b, 'f'), true
 	case int:
-		return appendInt(b, 'i', int64(x))
+		return appendInt(b, 'i', int64(x)), true
 	case int8:
-		return appendInt(b, '1', int64(x))
+		return appendInt(b, '1', int64(x)), true
 	case int16:
-		return appendInt(b, '2', int64(x))
+		return appendInt(b, '2', int64(x)), true
 	case int32:
-		return appendInt(b, '4', int64(x))
+		return appendInt(b, '4', int64(x)), true
 	case int64:
-		return appendInt(b, '8', x)
+		return appendInt(b, '8', x), true
 	case uint:
-		return appendInt(b, 'u', int64(x))
+		return appendInt(b, 'u', int64(x)), true
 	case uint8:
-		return appendInt(b, '!', int64(x))
+		return appendInt(b, '!', int64(x)), true
 	case uint16:
-		return appendInt(b, '@', int64(x))
+		return appendInt(b, '@', int64(x)), true
 	case uint32:
-		return appendInt(b, '$', int64(x))
+		return appendInt(b, '$', int64(x)), true
 	case uint64:
-		return appendInt(b, '*', int64(x))
+		return appendInt(b, '*', int64(x)), true
 	case float32:
-		return appendInt(b, 'g', int64(math.Float32bits(x)))
+		return appendInt(b, 'g', int64(math.Float32bits(x))), true
 	case float64:
-		return appendInt(b, 'd', int64(math.Float64bits(x)))
+		return appendInt(b, 'd', int64(math.Float64bits(x))), true
 	case time.Time:
 		b = appendInt(b, 'T', x.Unix())
 		b = binary.BigEndian.AppendUint32(b, uint32(x.Nanosecond()))
 		name, offset := x.Zone()
-		b = appendPart(b, 'z', x.Location().String()+"|"+name)
-		return binary.BigEndian.AppendUint32(b, uint32(int32(offset)))
+		b = appendPart(b, 'z', x.Location().String())
+		b = appendPart(b, 'Z', name)
+		return binary.BigEndian.AppendUint32(b, uint32(int32(offset))), true
+	}
+	return b, false
+}
+
+// appendValue appends a bind value with its type.
+func appendValue(b []byte, v any) []byte {
+	if nb, ok := appendPlain(b, v); ok {
+		return nb
+	}
+	switch x := v.(type) {
 	case driver.Valuer:
 		b = appendPart(b, 'v', reflect.TypeOf(v).String())
 		sent, err := valueOf(x)
@@ -227,7 +242,9 @@ func appendValue(b []byte, v any) []byte {
 // appendOther appends a bind value of a type appendValue does not name.
 // Pointers are keyed by their type and what they point at, which is what
 // database/sql sends, and slices and arrays element by element: never by an
-// address, which a later query may reuse for another value.
+// address, which a later query may reuse for another value. Named types of
+// basic kinds (type Status int) are keyed by their type and value; only
+// other kinds (structs, maps, complex numbers) are formatted with fmt.
 func appendOther(b []byte, rv reflect.Value) []byte {
 	switch rv.Kind() {
 	case reflect.Pointer:
@@ -246,10 +263,31 @@ func appendOther(b []byte, rv reflect.Value) []byte {
 			b = appendValue(b, rv.Index(i).Interface())
 		}
 		return b
+	case reflect.Bool:
+		b = appendNamed(b, rv.Type())
+		if rv.Bool() {
+			return append(b, 't')
+		}
+		return append(b, 'f')
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return appendInt(appendNamed(b, rv.Type()), 'i', rv.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return appendInt(appendNamed(b, rv.Type()), 'u', int64(rv.Uint()))
+	case reflect.Float32, reflect.Float64:
+		return appendInt(appendNamed(b, rv.Type()), 'd', int64(math.Float64bits(rv.Float())))
+	case reflect.String:
+		return appendPart(appendNamed(b, rv.Type()), 's', rv.String())
 	}
-	// Named types of basic kinds (type Status int), structs and anything
-	// else: the type and its Go-syntax representation.
+	// Structs, maps and anything else: the type and its Go-syntax
+	// representation.
 	return appendPart(b, 'x', fmt.Sprintf("%T|%#v", rv.Interface(), rv.Interface()))
+}
+
+// appendNamed appends the identity of a named type of a basic kind: its
+// package's import path and its name, which its value follows.
+func appendNamed(b []byte, t reflect.Type) []byte {
+	b = appendPart(b, 'k', t.PkgPath())
+	return appendPart(b, 'K', t.Name())
 }
 
 func appendInt(b []byte, tag byte, n int64) []byte {

@@ -12,6 +12,15 @@ import (
 
 type status int
 
+// Named types of basic kinds: keyed by their type and value, not by fmt.
+type (
+	otherStatus int
+	label       string
+	flag        bool
+	ratio       float64
+	small       uint8
+)
+
 type upper string
 
 func (u upper) Value() (driver.Value, error) { return string(u) + "!", nil }
@@ -74,6 +83,7 @@ func TestBindValuesNeverCollide(t *testing.T) {
 		[]int{1, 2}, []string{"1", "2"}, "a\x00b", "a", "b",
 		ptrTo(int64(1)), ptrTo(1), ptrTo("1"), (*int64)(nil), ptrTo(ptrTo(int64(1))),
 		[]int{1}, []int(nil), []int{}, [2]int{1, 2}, []*int{ptrTo(1)},
+		otherStatus(1), status(2), label("1"), label(""), flag(true), flag(false), ratio(1), small(1), ptrTo(status(1)),
 	}
 	seen := map[string]int{}
 	for i, v := range values {
