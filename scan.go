@@ -2,6 +2,7 @@ package dogpile
 
 import (
 	"crypto/sha256"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,7 +34,23 @@ func (b *boundedMap[K, V]) c() *otter.Cache[K, V] {
 	return b.cache
 }
 
-func (b *boundedMap[K, V]) load(k K) (V, bool) { return b.c().GetIfPresent(k) }
+// load returns the value at k. As the memory backend's lookups do, only
+// every readSample-th load on average (at random) is recorded in the
+// cache's eviction policy: a sample of the loads of the entries loaded
+// often, the ones it keeps, serves it as well as all of them, and costs
+// an eighth of the read buffer's slots and drains.
+func (b *boundedMap[K, V]) load(k K) (V, bool) {
+	c := b.c()
+	if rand.Uint32()%readSample == 0 {
+		return c.GetIfPresent(k)
+	}
+	e, ok := c.GetEntryQuietly(k)
+	return e.Value, ok
+}
+
+// readSample is how many loads, on average, one recorded in the eviction
+// policy stands for.
+const readSample = 8
 
 // store keeps v for k, evicting another entry when the cache is full.
 func (b *boundedMap[K, V]) store(k K, v V) { b.c().Set(k, v) }

@@ -40,8 +40,11 @@ type Region struct {
 	// local is set when the backend serves this process only: the
 	// record's generations then live in the process (soft and, without
 	// CounterRefs, hard), not in the backend.
-	local          bool
-	refs           CounterRefs // the backend's, when it has them (local only)
+	local bool
+	refs  CounterRefs // the backend's, when it has them (local only)
+	// values is the backend's ValueAppender, for a local backend with
+	// CounterRefs: a read of one key is then one lookup (readLocal).
+	values         ValueAppender
 	expiration     time.Duration
 	staleTTL       time.Duration
 	staleSet       bool
@@ -103,6 +106,9 @@ func New(backend Backend, opts ...Option) *Region {
 	if l, ok := backend.(ProcessLocal); ok && l.ProcessLocal() {
 		r.local = true
 		r.refs, _ = backend.(CounterRefs)
+		if r.refs != nil {
+			r.values, _ = backend.(ValueAppender)
+		}
 	}
 	r.initRecord()
 	r.flights.m = make(map[string]*flight)
@@ -223,9 +229,25 @@ func (s *snapshot) tagKeysOf(i int) []string {
 	return out
 }
 
+// ValueAppender is implemented by ProcessLocal backends with CounterRefs
+// that can copy one stored value into memory the caller provides: a Region
+// over one reads a single key (a hit's read) with one lookup and no memory
+// of the backend's, the value, the region's record and the tag versions in
+// one allocation.
+type ValueAppender interface {
+	// AppendValue appends a copy of the value stored under key to buf, as
+	// GetMulti would return it, and reports whether there was one (false:
+	// missing or expired, buf returned as it was). It keeps neither key
+	// nor buf.
+	AppendValue(buf []byte, key string) ([]byte, bool)
+}
+
 // read fetches entry keys together with the invalidation record and the tag
 // counters in one backend call. It may use the spare capacity of keys.
 func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snapshot, error) {
+	if r.values != nil && len(keys) == 1 && co.bkeyTags == nil {
+		return r.readLocal(keys[0], co), nil
+	}
 	tags, ti, sel := r.readTags(keys, co)
 	all := r.fetchList(keys, ti)
 	seq := r.creations.Load()
@@ -248,6 +270,46 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	s.bypass = r.unconfirmed.any(tags)
 	return s, nil
 }
+
+// readLocal is read of one entry key without key tags from a backend with
+// a ValueAppender (which a local backend with CounterRefs is): one lookup,
+// then the record and the tag counters from the process, in the order read
+// takes them; the value, the stamps and the snapshot's slices share one
+// allocation (readSpace).
+func (r *Region) readLocal(key string, co *callOptions) snapshot {
+	ti := noTags
+	if co.tags != nil {
+		ti = co.tags.infoFor(r)
+	}
+	tags := co.tagList()
+	seq := r.creations.Load()
+	sp := new(readSpace)
+	if v, ok := r.values.AppendValue(sp.val[:0], key); ok {
+		sp.raw[0] = v
+	}
+	s := snapshot{raw: sp.raw[:], now: r.nanos(), tags: tags, shared: len(tags), seq: seq}
+	if len(tags) > 0 {
+		s.tagKeys = ti.keys[:len(tags)]
+	}
+	r.readRecord(&s, nil, ti)
+	if len(tags) > 0 {
+		s.stamps = sp.stamps.of(ti.counters)
+	}
+	s.bypass = r.unconfirmed.any(tags)
+	return s
+}
+
+// readSpace is the memory of one readLocal: the snapshot's entry, the
+// bytes of a small value, and the stamps.
+type readSpace struct {
+	raw    [1][]byte
+	stamps stampSpace
+	val    [readSpaceValue]byte
+}
+
+// readSpaceValue is how many bytes of a value readSpace holds; a longer
+// value takes an allocation of its own.
+const readSpaceValue = 128
 
 // readTags returns the tags a read of keys covers (the call's, then the
 // keys' own: WithKeyTags), how to read them, and for each key the indexes
@@ -323,16 +385,10 @@ func (r *Region) readStamps(s *snapshot, vals [][]byte, ti *tagInfo) {
 // counterStamps returns the values of counters at fixed addresses as a
 // backend would return them, their decimal text, in one buffer.
 func counterStamps(counters []*atomic.Int64) [][]byte {
-	var (
-		stamps [][]byte
-		buf    []byte
-	)
 	if len(counters) <= len(stampSpace{}.s) {
-		sp := new(stampSpace) // one allocation for the slices and their bytes
-		stamps, buf = sp.s[:len(counters)], sp.b[:0]
-	} else {
-		stamps, buf = make([][]byte, len(counters)), make([]byte, 0, 20*len(counters))
+		return new(stampSpace).of(counters) // one allocation for the slices and their bytes
 	}
+	stamps, buf := make([][]byte, len(counters)), make([]byte, 0, 20*len(counters))
 	for i, c := range counters {
 		at := len(buf)
 		buf = strconv.AppendInt(buf, c.Load(), 10)
@@ -346,6 +402,21 @@ func counterStamps(counters []*atomic.Int64) [][]byte {
 type stampSpace struct {
 	s [4][]byte
 	b [80]byte
+}
+
+// of returns the decimal text of counters in sp, or, for more counters than
+// sp holds, in memory of their own (counterStamps).
+func (sp *stampSpace) of(counters []*atomic.Int64) [][]byte {
+	if len(counters) > len(sp.s) {
+		return counterStamps(counters)
+	}
+	stamps, buf := sp.s[:len(counters)], sp.b[:0]
+	for i, c := range counters {
+		at := len(buf)
+		buf = strconv.AppendInt(buf, c.Load(), 10)
+		stamps[i] = buf[at:len(buf):len(buf)]
+	}
+	return stamps
 }
 
 // noTags is the tagInfo of a call without tags.

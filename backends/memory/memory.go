@@ -105,7 +105,7 @@ func (b *Backend) GetMulti(_ context.Context, keys []string) ([][]byte, error) {
 	}
 	size := 0
 	for _, k := range keys {
-		e, ok := b.cache.GetIfPresent(k)
+		e, ok := b.lookup(k)
 		if !ok {
 			e = nil
 		}
@@ -133,6 +133,38 @@ func (b *Backend) GetMulti(_ context.Context, keys []string) ([][]byte, error) {
 	}
 	return out, nil
 }
+
+// AppendValue implements region.ValueAppender: it appends a copy of the
+// value stored under key to buf, with the one lookup GetMulti makes of a
+// key, and reports whether there was one.
+func (b *Backend) AppendValue(buf []byte, key string) ([]byte, bool) {
+	e, ok := b.lookup(key)
+	switch {
+	case !ok:
+		return buf, false
+	case e.counter != nil:
+		return strconv.AppendInt(buf, e.counter.Load(), 10), true
+	}
+	return append(buf, e.val...), true
+}
+
+// lookup returns the entry at key. Every readSample-th lookup on average
+// (at random) is recorded in the cache's eviction policy, which the others
+// leave as it is: recording costs a read buffer's slot and, when the
+// buffer is full, a drain into the policy, while the frequencies and the
+// recency the policy keeps by key are as good from a sample of the reads of
+// the keys read often, which are the ones it has to keep.
+func (b *Backend) lookup(key string) (*entry, bool) {
+	if rand.Uint32()%readSample == 0 {
+		return b.cache.GetIfPresent(key)
+	}
+	e, ok := b.cache.GetEntryQuietly(key)
+	return e.Value, ok
+}
+
+// readSample is how many lookups, on average, one recorded in the eviction
+// policy stands for.
+const readSample = 8
 
 // SetMulti stores copies of the items' values.
 func (b *Backend) SetMulti(_ context.Context, items []region.Item) error {
@@ -226,9 +258,10 @@ func (b *Backend) WeightedSize() uint64 { return b.cache.WeightedSize() }
 func (b *Backend) Len() int { return b.cache.EstimatedSize() }
 
 var (
-	_ region.Backend      = (*Backend)(nil)
-	_ region.CounterRefs  = (*Backend)(nil)
-	_ region.ProcessLocal = (*Backend)(nil)
+	_ region.Backend       = (*Backend)(nil)
+	_ region.CounterRefs   = (*Backend)(nil)
+	_ region.ProcessLocal  = (*Backend)(nil)
+	_ region.ValueAppender = (*Backend)(nil)
 )
 
 // ProcessLocal reports that only this process reaches the backend.
