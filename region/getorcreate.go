@@ -62,7 +62,7 @@ func (r *Region) readOne(ctx context.Context, key string, co *callOptions, decod
 	} else {
 		// Room for the invalidation record and the tag keys, which read
 		// appends.
-		keys := make([]string, 1, 2+2*len(co.tagList()))
+		keys := make([]string, 1, 1+recordKeys+2*len(co.tagList()))
 		keys[0] = r.entryKey(key)
 		s, err = r.read(ctx, keys, co)
 	}
