@@ -141,6 +141,16 @@ func BenchmarkInlineFirst(b *testing.B) {
 			}
 		}
 	})
+	b.Run("floor", func(b *testing.B) {
+		floor := inlineFloor(b, db, &want)
+		b.ReportAllocs()
+		for b.Loop() {
+			var u InlineUser
+			if err := floor.Scopes(noScope).First(&u, id).Error; err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("hit", func(b *testing.B) {
 		var u InlineUser
 		dbtest.Must(b, db.Scopes(dogpile.FromCache("default")).First(&u, id).Error)
@@ -172,16 +182,6 @@ func BenchmarkInlineFirst(b *testing.B) {
 		}
 		noQueries(b, churned)
 	})
-	b.Run("floor", func(b *testing.B) {
-		floor := inlineFloor(b, db, &want)
-		b.ReportAllocs()
-		for b.Loop() {
-			var u InlineUser
-			if err := floor.Scopes(noScope).First(&u, id).Error; err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 }
 
 // BenchmarkInlineFind25: Find of the 25 users of one age, in id order.
@@ -203,6 +203,16 @@ func BenchmarkInlineFind25(b *testing.B) {
 			}
 		}
 	})
+	b.Run("floor", func(b *testing.B) {
+		floor := inlineFloor(b, db, &want)
+		b.ReportAllocs()
+		for b.Loop() {
+			var us []InlineUser
+			if err := query(floor.Scopes(noScope)).Find(&us).Error; err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("hit", func(b *testing.B) {
 		var us []InlineUser
 		dbtest.Must(b, query(db.Scopes(dogpile.FromCache("default"))).Find(&us).Error)
@@ -215,16 +225,6 @@ func BenchmarkInlineFind25(b *testing.B) {
 			}
 		}
 		noQueries(b, db)
-	})
-	b.Run("floor", func(b *testing.B) {
-		floor := inlineFloor(b, db, &want)
-		b.ReportAllocs()
-		for b.Loop() {
-			var us []InlineUser
-			if err := query(floor.Scopes(noScope)).Find(&us).Error; err != nil {
-				b.Fatal(err)
-			}
-		}
 	})
 }
 
@@ -247,6 +247,16 @@ func BenchmarkInlineCount(b *testing.B) {
 			}
 		}
 	})
+	b.Run("floor", func(b *testing.B) {
+		floor := inlineFloor(b, db, &want)
+		b.ReportAllocs()
+		for b.Loop() {
+			var n int64
+			if err := query(floor.Scopes(noScope)).Count(&n).Error; err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("hit", func(b *testing.B) {
 		var n int64
 		dbtest.Must(b, query(db.Scopes(dogpile.FromCache("default"))).Count(&n).Error)
@@ -262,16 +272,6 @@ func BenchmarkInlineCount(b *testing.B) {
 			}
 		}
 		noQueries(b, db)
-	})
-	b.Run("floor", func(b *testing.B) {
-		floor := inlineFloor(b, db, &want)
-		b.ReportAllocs()
-		for b.Loop() {
-			var n int64
-			if err := query(floor.Scopes(noScope)).Count(&n).Error; err != nil {
-				b.Fatal(err)
-			}
-		}
 	})
 }
 
@@ -302,23 +302,6 @@ func BenchmarkInlinePreload100(b *testing.B) {
 			check(b, us)
 		}
 	})
-	b.Run("hit", func(b *testing.B) {
-		scoped := func() *gorm.DB {
-			return db.Scopes(dogpile.FromCache("default"), dogpile.RelationshipCache("Posts", "default"))
-		}
-		var us []InlineUser
-		dbtest.Must(b, query(scoped()).Find(&us).Error)
-		db.Pool.Reset()
-		b.ReportAllocs()
-		for b.Loop() {
-			var us []InlineUser
-			if err := query(scoped()).Find(&us).Error; err != nil {
-				b.Fatal(err)
-			}
-			check(b, us)
-		}
-		noQueries(b, db)
-	})
 	b.Run("floor", func(b *testing.B) {
 		// The parents as stored without their posts, and the posts as the
 		// preload's statement scans them.
@@ -340,6 +323,23 @@ func BenchmarkInlinePreload100(b *testing.B) {
 			}
 			check(b, us)
 		}
+	})
+	b.Run("hit", func(b *testing.B) {
+		scoped := func() *gorm.DB {
+			return db.Scopes(dogpile.FromCache("default"), dogpile.RelationshipCache("Posts", "default"))
+		}
+		var us []InlineUser
+		dbtest.Must(b, query(scoped()).Find(&us).Error)
+		db.Pool.Reset()
+		b.ReportAllocs()
+		for b.Loop() {
+			var us []InlineUser
+			if err := query(scoped()).Find(&us).Error; err != nil {
+				b.Fatal(err)
+			}
+			check(b, us)
+		}
+		noQueries(b, db)
 	})
 }
 
