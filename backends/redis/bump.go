@@ -18,31 +18,33 @@ import (
 // writer count moved by ARGV[2], never below 0, with a time to live of
 // ARGV[3] milliseconds. ARGV[1] is n. Counters never expire.
 //
-// A counter that is missing, or that holds anything but a decimal integer
-// INCR can take (overwritten, or of another type), is first set to its fresh
-// start, ARGV[3+i]: entries stamped with what it held become misses, and
-// the invalidation lands instead of failing for ever. A marker that cannot
-// be read counts no writer.
+// The common case is one INCR per counter and an INCRBY and a PEXPIRE per
+// marker. A counter that was missing (INCR made it 1) is set to its fresh
+// start, ARGV[3+i], and incremented, so it does not repeat a value it held
+// before it was lost. One that INCR cannot take (overwritten with text or a
+// float, a key of another type, at the end of its range) is replaced the
+// same way: entries stamped with what it held become misses, and the
+// invalidation lands instead of failing for ever. A marker that cannot be
+// read counts no writer: it is set to the writers this phase adds.
 var bumpScript = goredis.NewScript(`
 local n = tonumber(ARGV[1])
 local delta = tonumber(ARGV[2])
-local function counter(key, start)
-  local ok, v = pcall(redis.call, 'GET', key)
-  if not ok or not v or not string.find(v, '^%-?%d+$') or #v > 18 then
-    redis.call('DEL', key)
-    redis.call('SET', key, start)
-  end
-  redis.call('INCR', key)
-end
 for i = 1, n do
-  counter(KEYS[i], ARGV[3 + i])
+  local k = KEYS[i]
+  local ok, v = pcall(redis.call, 'INCR', k)
+  if not ok or v == 1 then
+    redis.call('DEL', k)
+    redis.call('SET', k, ARGV[3 + i])
+    redis.call('INCR', k)
+  end
   if delta ~= 0 then
     local m = KEYS[n + i]
-    local ok, old = pcall(redis.call, 'GET', m)
-    local v = ((ok and tonumber(old or '0')) or 0) + delta
-    if v < 0 then v = 0 end
-    redis.call('DEL', m)
-    redis.call('SET', m, v, 'PX', ARGV[3])
+    local mok, w = pcall(redis.call, 'INCRBY', m, delta)
+    if not mok or w < 0 then
+      redis.call('SET', m, math.max(delta, 0), 'PX', ARGV[3])
+    else
+      redis.call('PEXPIRE', m, ARGV[3])
+    end
   end
 end
 return n
