@@ -9,6 +9,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/dogpile-go/dogpile/internal/testharness"
 	"github.com/dogpile-go/dogpile/region"
 )
 
@@ -240,17 +241,25 @@ func TestIncr(t *testing.T) {
 }
 
 // TestErrorsWrapped: an error reply is returned wrapped, and does not count
-// against the breaker. (Incr is not the example: it repairs a counter key
-// of another type instead of failing; TestIncrRepairsUnreadableCounters.)
+// against the breaker: a server out of memory (noeviction) refuses a
+// SetMulti with an OOM reply, and reads go on. (Incr, SetIf and BumpTags
+// are not examples: they repair a key of another type instead of failing.)
 func TestErrorsWrapped(t *testing.T) {
-	b, raw := shared(t, WithBreaker(1, time.Hour))
-	if err := raw.LPush(bg, b.Key("list"), "x").Err(); err != nil {
-		t.Fatal(err)
+	srv := testharness.Redis(t)
+	raw := newClient(t, srv.Addr)
+	b := newBackend(t, raw, WithBreaker(1, time.Hour))
+	for _, err := range []error{
+		raw.ConfigSet(bg, "maxmemory-policy", "noeviction").Err(),
+		raw.ConfigSet(bg, "maxmemory", "1").Err(),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
-	_, err := b.SetIf(bg, region.Item{Key: "x", Value: []byte("1")}, []region.Guard{{Key: "list", Value: []byte("1")}})
+	err := b.SetMulti(bg, []region.Item{{Key: "x", Value: []byte("1")}})
 	var rerr goredis.Error
 	if err == nil || !errors.As(err, &rerr) {
-		t.Fatalf("SetIf guarded by a list key = %v, want a wrapped redis error", err)
+		t.Fatalf("SetMulti on a server out of memory = %v, want a wrapped redis error", err)
 	}
 	if _, err := b.GetMulti(bg, []string{"x"}); err != nil {
 		t.Fatalf("the breaker opened on error replies: %v", err)
