@@ -18,7 +18,13 @@
 # the same run. Their targets: a First hit <= 1.2x the floor and >= 3.5x
 # faster than uncached, with at most 4 allocations more than the floor; a
 # Find of 25 >= 10x faster than uncached; the First hit after 100,000
-# distinct SQL texts within 10% of the hit.
+# distinct SQL texts within 10% of the hit. Two more ratios split the
+# latter: "after / beside" compares it with the first plugin's hit measured
+# while the churned plugin's 100,000 answers are alive (the same heap), so
+# it is what the churned plugin's full caches cost; "beside / hit" is what
+# the larger heap costs any hit (the collector marks it). after-vs-beside
+# measures the two alternately, in rounds of 100 hits, and reports their
+# ratio as a metric of its own (after/beside): the one least hit by noise.
 #
 # BASE=<commit> compares a change with the commit it started from: the
 # test binary of BASE is built too (in a temporary git worktree), the two
@@ -75,7 +81,9 @@ function median(list,    v, n, i, j, t) {
 # pair(label, numerator, denominator, target, kind): kind "min" or "max" sets
 # which side of the target passes; "info" pairs have no target. Kind
 # "allocs" compares allocs/op instead of ns/op: those of the numerator minus
-# those of the denominator, at most target.
+# those of the denominator, at most target. Kind "metric" takes the
+# numerator benchmark's own metric whose unit is the denominator, at most
+# target.
 function pair(label, num, den, target, kind) {
 	labels[++npairs] = label; nums[npairs] = num; dens[npairs] = den
 	targets[npairs] = target; kinds[npairs] = kind
@@ -85,6 +93,9 @@ BEGIN {
 	pair("InlineFirst    uncached / hit", "InlineFirst/uncached", "InlineFirst/hit", 3.5, "min")
 	pair("InlineFirst    hit allocs - floor allocs", "InlineFirst/hit", "InlineFirst/floor", 4, "allocs")
 	pair("InlineFirst    hit after 100k SQL texts / hit", "InlineFirst/hit-after-100k-sql", "InlineFirst/hit", 1.1, "max")
+	pair("InlineFirst    hit after 100k SQL / hit beside", "InlineFirst/hit-after-100k-sql", "InlineFirst/hit-beside-100k-sql", 0, "info")
+	pair("InlineFirst    after/beside, interleaved", "InlineFirst/after-vs-beside", "after/beside", 1.1, "metric")
+	pair("InlineFirst    hit beside 100k SQL / hit", "InlineFirst/hit-beside-100k-sql", "InlineFirst/hit", 0, "info")
 	pair("InlineFind25   uncached / hit", "InlineFind25/uncached", "InlineFind25/hit", 10, "min")
 	pair("InlineFind25   hit / floor", "InlineFind25/hit", "InlineFind25/floor", 0, "info")
 	pair("InlineCount    uncached / hit", "InlineCount/uncached", "InlineCount/hit", 0, "info")
@@ -111,6 +122,7 @@ BEGIN {
 	all[name] = all[name] " " $3
 	at[name, run] = $3
 	for (i = 5; i < NF; i++) if ($(i + 1) == "allocs/op") { allocs[name] = allocs[name] " " $i; allocat[name, run] = $i }
+	for (i = 3; i < NF; i++) if ($(i + 1) !~ /^(ns|B|allocs)\/op$/ && $i ~ /^[0-9.]+$/) metricat[name, $(i + 1), run] = $i
 }
 END {
 	if (count == 0) { print "no benchmark results" > "/dev/stderr"; exit 1 }
@@ -121,6 +133,11 @@ END {
 	for (p = 1; p <= npairs; p++) {
 		list = ""
 		for (r = 1; r <= run; r++) {
+			if (kinds[p] == "metric") {
+				if ((nums[p], dens[p], r) in metricat)
+					list = list " " sprintf("%.2f", metricat[nums[p], dens[p], r])
+				continue
+			}
 			if (kinds[p] == "allocs") {
 				if ((nums[p], r) in allocat && (dens[p], r) in allocat)
 					list = list " " sprintf("%d", allocat[nums[p], r] - allocat[dens[p], r])
@@ -135,7 +152,7 @@ END {
 			printf "%-48s %8.2f %9s  %s\n", labels[p], m, "-", list
 			continue
 		}
-		ok = (kinds[p] == "min") ? (m >= targets[p]) : (m <= targets[p])
+		ok = (kinds[p] == "min") ? (m >= targets[p]) : (m <= targets[p]) # max, allocs, metric: at most
 		printf "%-48s %8.2f %7s%s  %s%s\n", labels[p], m, (kinds[p] == "min" ? ">=" : "<="), targets[p], list, (ok ? "" : "   (target missed)")
 	}
 }
