@@ -278,7 +278,7 @@ func (p *Plugin) query(db *gorm.DB) {
 	l := &queryLoader{
 		// GORM drops Vars after the query rather than reusing their array,
 		// so the slice stays valid for a creator that outlives the caller.
-		stmt: stmt, codec: r.Codec(), sql: sql, vars: stmt.Vars,
+		stmt: stmt, sql: sql, vars: stmt.Vars,
 		config: db.Config, pool: stmt.ConnPool, schema: stmt.Schema, destType: dest.Type(), dest: dest,
 		memo: p.memo,
 	}

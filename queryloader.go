@@ -18,7 +18,6 @@ import (
 // after the caller has gone.
 type queryLoader struct {
 	stmt     *gorm.Statement // read in Create only for fields GORM never writes after the query callback
-	codec    region.Codec
 	sql      string
 	vars     []any
 	config   *gorm.Config

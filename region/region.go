@@ -293,18 +293,35 @@ func (r *Region) readLocal(key string, co *callOptions) snapshot {
 	}
 	r.readRecord(&s, nil, ti)
 	if len(tags) > 0 {
-		s.stamps = sp.stamps.of(ti.counters)
+		s.stamps = sp.stampsOf(ti.counters)
 	}
 	s.bypass = r.unconfirmed.any(tags)
 	return s
 }
 
 // readSpace is the memory of one readLocal: the snapshot's entry, the
-// bytes of a small value, and the stamps.
+// bytes of a small value, and the stamps of up to two tags (a query's
+// tables, most often one).
 type readSpace struct {
 	raw    [1][]byte
-	stamps stampSpace
+	stamps [2][]byte
+	digits [2 * 20]byte // 20 bytes fit any int64
 	val    [readSpaceValue]byte
+}
+
+// stampsOf returns the decimal text of counters, in sp when they are few
+// enough (counterStamps otherwise).
+func (sp *readSpace) stampsOf(counters []*atomic.Int64) [][]byte {
+	if len(counters) > len(sp.stamps) {
+		return counterStamps(counters)
+	}
+	stamps, buf := sp.stamps[:len(counters)], sp.digits[:0]
+	for i, c := range counters {
+		at := len(buf)
+		buf = strconv.AppendInt(buf, c.Load(), 10)
+		stamps[i] = buf[at:len(buf):len(buf)]
+	}
+	return stamps
 }
 
 // readSpaceValue is how many bytes of a value readSpace holds; a longer
@@ -385,10 +402,16 @@ func (r *Region) readStamps(s *snapshot, vals [][]byte, ti *tagInfo) {
 // counterStamps returns the values of counters at fixed addresses as a
 // backend would return them, their decimal text, in one buffer.
 func counterStamps(counters []*atomic.Int64) [][]byte {
+	var (
+		stamps [][]byte
+		buf    []byte
+	)
 	if len(counters) <= len(stampSpace{}.s) {
-		return new(stampSpace).of(counters) // one allocation for the slices and their bytes
+		sp := new(stampSpace) // one allocation for the slices and their bytes
+		stamps, buf = sp.s[:len(counters)], sp.b[:0]
+	} else {
+		stamps, buf = make([][]byte, len(counters)), make([]byte, 0, 20*len(counters))
 	}
-	stamps, buf := make([][]byte, len(counters)), make([]byte, 0, 20*len(counters))
 	for i, c := range counters {
 		at := len(buf)
 		buf = strconv.AppendInt(buf, c.Load(), 10)
@@ -402,21 +425,6 @@ func counterStamps(counters []*atomic.Int64) [][]byte {
 type stampSpace struct {
 	s [4][]byte
 	b [80]byte
-}
-
-// of returns the decimal text of counters in sp, or, for more counters than
-// sp holds, in memory of their own (counterStamps).
-func (sp *stampSpace) of(counters []*atomic.Int64) [][]byte {
-	if len(counters) > len(sp.s) {
-		return counterStamps(counters)
-	}
-	stamps, buf := sp.s[:len(counters)], sp.b[:0]
-	for i, c := range counters {
-		at := len(buf)
-		buf = strconv.AppendInt(buf, c.Load(), 10)
-		stamps[i] = buf[at:len(buf):len(buf)]
-	}
-	return stamps
 }
 
 // noTags is the tagInfo of a call without tags.
