@@ -25,6 +25,10 @@
 # the larger heap costs any hit (the collector marks it). after-vs-beside
 # measures the two alternately, in rounds of 100 hits, and reports their
 # ratio as a metric of its own (after/beside): the one least hit by noise.
+# Likewise InlineFirst/interleaved and InlineFind25/interleaved run the
+# uncached query, the floor and the hit alternately, in rounds, and report
+# hit/floor and uncached/hit: the targets are printed for both ways of
+# measuring.
 #
 # BASE=<commit> compares a change with the commit it started from: the
 # test binary of BASE is built too (in a temporary git worktree), the two
@@ -83,7 +87,7 @@ function median(list,    v, n, i, j, t) {
 # "allocs" compares allocs/op instead of ns/op: those of the numerator minus
 # those of the denominator, at most target. Kind "metric" takes the
 # numerator benchmark's own metric whose unit is the denominator, at most
-# target.
+# target; "metricmin" at least target; "metricinfo" without one.
 function pair(label, num, den, target, kind) {
 	labels[++npairs] = label; nums[npairs] = num; dens[npairs] = den
 	targets[npairs] = target; kinds[npairs] = kind
@@ -96,7 +100,11 @@ BEGIN {
 	pair("InlineFirst    hit after 100k SQL / hit beside", "InlineFirst/hit-after-100k-sql", "InlineFirst/hit-beside-100k-sql", 0, "info")
 	pair("InlineFirst    after/beside, interleaved", "InlineFirst/after-vs-beside", "after/beside", 1.1, "metric")
 	pair("InlineFirst    hit beside 100k SQL / hit", "InlineFirst/hit-beside-100k-sql", "InlineFirst/hit", 0, "info")
+	pair("InlineFirst    hit / floor, interleaved", "InlineFirst/interleaved", "hit/floor", 1.2, "metric")
+	pair("InlineFirst    uncached / hit, interleaved", "InlineFirst/interleaved", "uncached/hit", 3.5, "metricmin")
 	pair("InlineFind25   uncached / hit", "InlineFind25/uncached", "InlineFind25/hit", 10, "min")
+	pair("InlineFind25   uncached / hit, interleaved", "InlineFind25/interleaved", "uncached/hit", 10, "metricmin")
+	pair("InlineFind25   hit / floor, interleaved", "InlineFind25/interleaved", "hit/floor", 0, "metricinfo")
 	pair("InlineFind25   hit / floor", "InlineFind25/hit", "InlineFind25/floor", 0, "info")
 	pair("InlineCount    uncached / hit", "InlineCount/uncached", "InlineCount/hit", 0, "info")
 	pair("InlineCount    hit / floor", "InlineCount/hit", "InlineCount/floor", 0, "info")
@@ -133,7 +141,7 @@ END {
 	for (p = 1; p <= npairs; p++) {
 		list = ""
 		for (r = 1; r <= run; r++) {
-			if (kinds[p] == "metric") {
+			if (kinds[p] ~ /^metric/) {
 				if ((nums[p], dens[p], r) in metricat)
 					list = list " " sprintf("%.2f", metricat[nums[p], dens[p], r])
 				continue
@@ -148,12 +156,13 @@ END {
 		}
 		if (list == "") continue
 		m = median(list)
-		if (kinds[p] == "info") {
+		if (kinds[p] == "info" || kinds[p] == "metricinfo") {
 			printf "%-48s %8.2f %9s  %s\n", labels[p], m, "-", list
 			continue
 		}
-		ok = (kinds[p] == "min") ? (m >= targets[p]) : (m <= targets[p]) # max, allocs, metric: at most
-		printf "%-48s %8.2f %7s%s  %s%s\n", labels[p], m, (kinds[p] == "min" ? ">=" : "<="), targets[p], list, (ok ? "" : "   (target missed)")
+		atleast = kinds[p] == "min" || kinds[p] == "metricmin" # else at most
+		ok = atleast ? (m >= targets[p]) : (m <= targets[p])
+		printf "%-48s %8.2f %7s%s  %s%s\n", labels[p], m, (atleast ? ">=" : "<="), targets[p], list, (ok ? "" : "   (target missed)")
 	}
 }
 AWK
