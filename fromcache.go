@@ -1,10 +1,12 @@
 package dogpile
 
 import (
+	"bytes"
 	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
@@ -320,8 +322,24 @@ func prefilled(dest reflect.Value) bool {
 	case reflect.Slice, reflect.Map:
 		return false
 	}
-	return !dest.IsZero()
+	return !zeroMemory(dest) && !dest.IsZero()
 }
+
+// zeroMemory reports whether the memory of dest (addressable, at most
+// len(zeroBytes) bytes) is all zero bytes, as a value just declared is: the
+// zero value of every type is, so that is IsZero without walking its
+// fields. Another dest, or one that is zero otherwise (an empty string
+// whose pointer is not nil), is left to IsZero.
+func zeroMemory(dest reflect.Value) bool {
+	n := dest.Type().Size()
+	if !dest.CanAddr() || n > uintptr(len(zeroBytes)) {
+		return false
+	}
+	return bytes.Equal(unsafe.Slice((*byte)(dest.Addr().UnsafePointer()), n), zeroBytes[:n])
+}
+
+// zeroBytes is what zeroMemory compares with.
+var zeroBytes [1024]byte
 
 // finish does what GORM's query handler does after scanning.
 func (p *Plugin) finish(db *gorm.DB, rows int64) {

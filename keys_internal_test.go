@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -274,4 +275,35 @@ func pick(n int64, s string, kind uint8) []any {
 		out = append(out, one(kind>>2))
 	}
 	return out
+}
+
+// TestZeroMemory: prefilled's fast path (fromcache.go) says zero only of
+// values IsZero says are zero, and says it of values just declared.
+func TestZeroMemory(t *testing.T) {
+	type row struct {
+		ID      uint
+		Name    string
+		At      time.Time
+		Tags    []string
+		Ratio   float64
+		Pointer *int
+	}
+	negZero := math.Copysign(0, -1)
+	empty := "x"[:0]
+	values := []any{
+		&row{}, &row{ID: 1}, &row{Name: "a"}, &row{At: time.Unix(0, 0)}, &row{Tags: []string{}},
+		&row{Ratio: negZero}, &row{Pointer: new(int)}, &row{Name: empty},
+		new(int64), ptrTo(int64(3)), new(string), ptrTo("a"), new([2048]byte),
+	}
+	for i, v := range values {
+		rv := reflect.ValueOf(v).Elem()
+		if zeroMemory(rv) && !rv.IsZero() {
+			t.Errorf("value %d (%#v): zeroMemory but not IsZero", i, v)
+		}
+	}
+	for i, v := range []any{&row{}, new(int64), new(string)} {
+		if !zeroMemory(reflect.ValueOf(v).Elem()) {
+			t.Errorf("value %d (%T): a value just declared is not zeroMemory", i, v)
+		}
+	}
 }
