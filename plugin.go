@@ -28,6 +28,7 @@ type Plugin struct {
 	configErr   error            // what is wrong with New's arguments; Initialize returns it
 	lease       time.Duration    // the longest invalidation lease of the regions (foreigntx.go)
 	strict      bool             // WithStrictInvalidation: a failed pre-invalidation fails the commit
+	config      pluginConfig     // what New's options said
 
 	// Set once by Initialize, under initMu, before any callback of the
 	// plugin can run; read-only afterwards.
@@ -60,6 +61,9 @@ type Plugin struct {
 	// applies to, while those run: when none do, no query is one of their
 	// preloads, and the query callback need not look.
 	relPreloads atomic.Int64
+
+	graph graphState        // the schema's dependency graph (graph.go)
+	dv    *dataVersionWatch // SQLite's data_version, when checked (dataversion.go); nil: off
 }
 
 // PluginName is the name the plugin registers under.
@@ -89,6 +93,10 @@ type PluginOption func(*pluginConfig)
 type pluginConfig struct {
 	decodedBytes int64
 	strict       bool
+	// triggerWrites: WithTriggerWrites, table → the tables its triggers write.
+	triggerWrites map[string][]string
+	// dataVersionEvery: WithDataVersionCheck; 0 means off (dataversion.go).
+	dataVersionEvery time.Duration
 }
 
 // WithDecodedCache bounds the memory the plugin spends remembering decoded
@@ -133,7 +141,7 @@ func New(regions map[string]*region.Region, opts ...PluginOption) *Plugin {
 	for _, o := range opts {
 		o(&c)
 	}
-	p := &Plugin{regions: make(map[string]*region.Region, len(regions)), memo: answer.NewMemo(c.decodedBytes), strict: c.strict}
+	p := &Plugin{regions: make(map[string]*region.Region, len(regions)), memo: answer.NewMemo(c.decodedBytes), strict: c.strict, config: c}
 	names := make([]string, 0, len(regions))
 	for name := range regions {
 		names = append(names, name)
@@ -206,6 +214,12 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		db.Statement.ConnPool = wrapped
 	}
 	p.initIsolation()
+	if err := p.initGraph(db); err != nil {
+		return err
+	}
+	if err := p.initDataVersion(db); err != nil {
+		return err
+	}
 
 	p.queryHandle = db.Callback().Query().Get("gorm:query")
 	if p.queryHandle == nil {

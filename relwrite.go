@@ -42,6 +42,7 @@ const (
 	writeCreate writeKind = iota
 	writeUpdate
 	writeDelete
+	writeAny // raw SQL and writes reported from outside: any of the above
 )
 
 // newValuesKey marks an update in a transaction whose new key values are
