@@ -12,17 +12,23 @@ import "context"
 // trigger writes; graph.go). It runs after the commit, so one phase is
 // enough: an entry filled from data read before the write was committed
 // carries the counters read before its creator ran, and dies with the bump.
-func (p *Plugin) invalidateExternal(ctx context.Context, tables ...string) error {
+//
+// regionName limits it to the region registered under that name ("": every
+// region), for callers that invalidate shared regions once across processes
+// but each process's own memory regions itself.
+func (p *Plugin) invalidateExternal(ctx context.Context, regionName string, tables ...string) error {
 	if len(tables) == 0 {
 		return nil
 	}
 	inv := p.writeInvalidation(ctx, nil, tables, writeAny)
+	inv.region = regionName
 	return p.apply(ctx, []invalidation{inv}, phaseOnly)
 }
 
 // invalidateEverything makes every entry of every region of the plugin a
 // miss (region.EveryValue): for writes whose tables are not known, such as
 // notifications lost while the feed's connection was down.
-func (p *Plugin) invalidateEverything(ctx context.Context) error {
-	return p.apply(ctx, []invalidation{{all: true}}, phaseOnly)
+// regionName limits it as for invalidateExternal.
+func (p *Plugin) invalidateEverything(ctx context.Context, regionName string) error {
+	return p.apply(ctx, []invalidation{{region: regionName, all: true}}, phaseOnly)
 }
