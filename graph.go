@@ -69,6 +69,21 @@ type schemaGraph struct {
 	family       map[string][]string // partition or inheritance parent ↔ children
 	viewBases    map[string][]string // view or materialized view → the relations its query reads
 	triggers     map[string]bool     // relations with triggers or rules of the application's
+
+	// effects remembers effect for one table (effectKey → effectMemo):
+	// model writes ask it for their table on every write. Bounded by the
+	// schema's relations times the operations.
+	effects sync.Map
+}
+
+type effectKey struct {
+	table string
+	op    graphOp
+}
+
+type effectMemo struct {
+	changed []string
+	all     bool
 }
 
 // relKind is what kind of relation a name is.
@@ -480,7 +495,23 @@ func (p *Plugin) writeTags(db *gorm.DB, tables []string, kind writeKind, truncat
 	if truncate {
 		op = opTruncate
 	}
-	changed, all := p.schema(db).effect(tables, op, p.config.triggerWrites)
+	g := p.schema(db)
+	var changed []string
+	if len(tables) == 1 && g.known {
+		k := effectKey{tables[0], op}
+		if m, ok := g.effects.Load(k); ok {
+			changed, all = m.(effectMemo).changed, m.(effectMemo).all
+		} else {
+			changed, all = g.effect(tables, op, p.config.triggerWrites)
+			g.effects.Store(k, effectMemo{changed, all})
+		}
+	} else {
+		changed, all = g.effect(tables, op, p.config.triggerWrites)
+	}
+	if len(changed) == 0 {
+		return nil, all
+	}
+	tags = make([]string, 0, 2*len(changed))
 	for _, t := range changed {
 		tags = append(tags, t, coarseTag(t))
 	}
