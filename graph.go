@@ -118,7 +118,7 @@ func (p *Plugin) initGraph(db *gorm.DB) error {
 	}
 	p.graph.cur.Store(unknownGraph)
 	p.graph.stale.Store(true)
-	p.reloadGraph(ctx)
+	p.reloadGraph(ctx, nil)
 	return nil
 }
 
@@ -138,16 +138,19 @@ func (p *Plugin) schema(db *gorm.DB) *schemaGraph {
 			return p.graph.cur.Load() // a pinned connection (db.Connection) may hold a raw transaction
 		}
 	}
-	return p.reloadGraph(contextOf(db))
+	return p.reloadGraph(contextOf(db), nil)
 }
 
 // graphStale marks the graph to be read again: DDL ran.
 func (p *Plugin) graphStale() { p.graph.stale.Store(true) }
 
-// reloadGraph reads the catalog through the plugin's own pool, stores the
-// graph and returns it. When the catalog cannot be read it keeps the last
-// graph if it had one, or the unknown graph, and stays stale.
-func (p *Plugin) reloadGraph(ctx context.Context) *schemaGraph {
+// reloadGraph reads the catalog, stores the graph and returns it. It reads
+// through via, the connection of a statement that ran outside an open
+// transaction (a pinned connection, or a transaction's ended by a raw
+// COMMIT: with a pool of one connection, no other is free), or through the
+// plugin's own pool when via is nil or that pool. When the catalog cannot
+// be read it returns the unknown graph and stays stale.
+func (p *Plugin) reloadGraph(ctx context.Context, via gorm.ConnPool) *schemaGraph {
 	gs := &p.graph
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
@@ -157,8 +160,11 @@ func (p *Plugin) reloadGraph(ctx context.Context) *schemaGraph {
 	if f := gs.lastFail.Load(); f != 0 && time.Since(time.Unix(0, f)) < graphRetry {
 		return unknownGraph
 	}
+	if _, wrapped := via.(*pool); via == nil || wrapped {
+		via = p.rawPool
+	}
 	gs.stale.Store(false) // before reading: DDL from now on makes it stale again
-	g, err := loadGraph(background(ctx), p.rawPool, p.dialect)
+	g, err := loadGraph(background(ctx), via, p.dialect)
 	if err != nil {
 		gs.stale.Store(true)
 		gs.lastFail.Store(time.Now().UnixNano())

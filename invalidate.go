@@ -333,8 +333,17 @@ func (p *Plugin) afterWrite(db *gorm.DB) {
 		v.(*rawTxUndo).settle(db.Error)
 	}
 	if v, ok := stmt.Settings.LoadAndDelete(postKey{stmt}); ok {
-		_ = p.apply(stmt.Context, v.([]invalidation), phasePost) // retried by the regions
+		invs := v.([]invalidation)
+		_ = p.apply(stmt.Context, invs, phasePost) // retried by the regions
+		if hasDDL(invs) {
+			p.reloadGraph(stmt.Context, stmt.ConnPool)
+		}
 	}
+}
+
+// hasDDL reports whether invs include the invalidation of DDL.
+func hasDDL(invs []invalidation) bool {
+	return slices.ContainsFunc(invs, func(inv invalidation) bool { return inv.ddl })
 }
 
 // phase is which part of an invalidation apply does.
@@ -356,11 +365,10 @@ const (
 // returns the errors, for WithStrictInvalidation.
 func (p *Plugin) apply(ctx context.Context, invs []invalidation, ph phase) error {
 	ctx = background(ctx)
-	if ph != phasePre && slices.ContainsFunc(invs, func(inv invalidation) bool { return inv.ddl }) {
-		// The schema may have changed: read the graph again, now that the
-		// statement (or its transaction) is over.
+	if ph != phasePre && hasDDL(invs) {
+		// The schema may have changed: the graph is read again before the
+		// next write that needs it (afterWrite and Commit read it at once).
 		p.graphStale()
-		p.reloadGraph(ctx)
 	}
 	type call struct {
 		r    *region.Region
