@@ -29,6 +29,10 @@ func (p *Plugin) invalidateExternal(ctx context.Context, regionName string, tabl
 // miss (region.EveryValue): for writes whose tables are not known, such as
 // notifications lost while the feed's connection was down.
 // regionName limits it as for invalidateExternal.
+//
+// Whatever was missed may have been DDL too: the schema graph is read again
+// before the next write that needs it.
 func (p *Plugin) invalidateEverything(ctx context.Context, regionName string) error {
+	p.graphStale()
 	return p.apply(ctx, []invalidation{{region: regionName, all: true}}, phaseOnly)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"weak"
 
@@ -47,6 +48,10 @@ type invalidation struct {
 	tags   []string
 	all    bool
 	more   func() []string // tags known once the statement ran (relwrite.go), read when applied
+	// ddl marks the invalidation of a statement that may change the schema:
+	// once it is applied after the statement (or its commit), the schema
+	// graph is read again (graph.go).
+	ddl bool
 }
 
 // postKey holds, for a statement written outside a transaction (or one
@@ -88,7 +93,8 @@ func (p *Plugin) beforeWriteOf(db *gorm.DB, kind writeKind) {
 	if after {
 		stmt.Settings.Store(newValuesKey{stmt}, true)
 	}
-	p.beginWrite(db, invalidation{tags: append([]string{t, anyTable}, rel...)})
+	db2, all := p.writeTags(db, []string{t}, kind, false) // what the database changes with it
+	p.beginWrite(db, invalidation{tags: append(append([]string{t, anyTable}, rel...), db2...), all: all})
 }
 
 // beforeSQLWrite runs before Exec and Raw(…).Scan/Row/Rows: what they write
@@ -134,9 +140,10 @@ func (p *Plugin) sqlWrite(db *gorm.DB, st *scanned) {
 		for _, t := range st.Writes {
 			tags = append(tags, coarseTag(t))
 		}
-		inv = invalidation{tags: tags}
+		more, all := p.writeTags(db, st.Writes, writeAny, st.Truncate)
+		inv = invalidation{tags: append(tags, more...), all: all}
 	default:
-		inv = invalidation{all: true}
+		inv = invalidation{all: true, ddl: st.DDL}
 	}
 	if len(st.Tx) == 0 {
 		p.beginWrite(db, inv)
@@ -326,8 +333,17 @@ func (p *Plugin) afterWrite(db *gorm.DB) {
 		v.(*rawTxUndo).settle(db.Error)
 	}
 	if v, ok := stmt.Settings.LoadAndDelete(postKey{stmt}); ok {
-		_ = p.apply(stmt.Context, v.([]invalidation), phasePost) // retried by the regions
+		invs := v.([]invalidation)
+		_ = p.apply(stmt.Context, invs, phasePost) // retried by the regions
+		if hasDDL(invs) {
+			p.reloadGraph(stmt.Context, stmt.ConnPool)
+		}
 	}
+}
+
+// hasDDL reports whether invs include the invalidation of DDL.
+func hasDDL(invs []invalidation) bool {
+	return slices.ContainsFunc(invs, func(inv invalidation) bool { return inv.ddl })
 }
 
 // phase is which part of an invalidation apply does.
@@ -349,6 +365,11 @@ const (
 // returns the errors, for WithStrictInvalidation.
 func (p *Plugin) apply(ctx context.Context, invs []invalidation, ph phase) error {
 	ctx = background(ctx)
+	if ph != phasePre && hasDDL(invs) {
+		// The schema may have changed: the graph is read again before the
+		// next write that needs it (afterWrite and Commit read it at once).
+		p.graphStale()
+	}
 	type call struct {
 		r    *region.Region
 		tags []string
@@ -505,7 +526,8 @@ func InvalidateTables(tx *gorm.DB, tables ...string) error {
 	for _, t := range tables {
 		tags = append(tags, normTable(t))
 	}
-	p.invalidate(tx, invalidation{tags: append(tags, anyTable)})
+	more, all := p.writeTags(tx, tags, writeAny, false) // what the database changed with them
+	p.invalidate(tx, invalidation{tags: append(append(tags, anyTable), more...), all: all})
 	return nil
 }
 

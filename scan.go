@@ -69,6 +69,7 @@ type scanned struct {
 	tables []string            // what a query on it depends on: its reads and table, or anyTable
 	tags   region.CallOption   // region.WithTags(tables...)
 	opts   []region.CallOption // just tags, for queries with no other option
+	graph  uint64              // the schema graph (graphState.gen) tables were expanded with
 
 	lastShape atomic.Pointer[shapeMemo] // the shape this SQL was last run with (keys.go)
 }
@@ -76,19 +77,24 @@ type scanned struct {
 // maxScans bounds each of the plugin's analysis caches.
 const maxScans = 1 << 13
 
-// scan returns what sql, run on table, reads and writes.
+// scan returns what sql, run on table, reads and writes. A query's tables
+// include what the views among them read (graph.go), as the schema graph
+// had it when the text was scanned; a new graph scans it again.
 func (p *Plugin) scan(sql, table string) *scanned {
 	k := scanKey{sql, table}
-	if sc, ok := p.scans.load(k); ok {
+	gen := p.graph.gen.Load()
+	if sc, ok := p.scans.load(k); ok && sc.graph == gen {
 		return sc
 	}
-	sc := &scanned{Statement: sqlscan.Scan(sql)}
+	sc := &scanned{Statement: sqlscan.Scan(sql), graph: gen}
 	sc.tables = sc.Reads
 	if t := normTable(table); t != "" && !slices.Contains(sc.tables, t) {
 		sc.tables = append(append([]string(nil), sc.tables...), t)
 	}
 	if len(sc.tables) == 0 {
 		sc.tables = []string{anyTable}
+	} else if g := p.graph.cur.Load(); g != nil {
+		sc.tables = g.readTables(sc.tables)
 	}
 	sc.tags = region.WithTags(sc.tables...)
 	sc.opts = []region.CallOption{sc.tags}

@@ -284,6 +284,9 @@ func (t *txConn) Commit() error {
 	}
 	err := t.committer.Commit()
 	_ = t.plugin.apply(ctx, pending, phasePost) // retried by the regions
+	if hasDDL(pending) {
+		t.plugin.reloadGraph(ctx, nil) // its connection is back in the pool
+	}
 	return err
 }
 

@@ -26,6 +26,13 @@ type Statement struct {
 	Reads, Writes []string
 	// Locking is set for SELECT … FOR UPDATE / FOR SHARE and the like.
 	Locking bool
+	// Truncate is set for a statement that truncates tables (TRUNCATE …):
+	// with CASCADE it also empties every table that references them,
+	// whatever their foreign-key actions.
+	Truncate bool
+	// DDL is set for a statement that may change the schema: CREATE, ALTER,
+	// DROP, RENAME (its Kind is Unknown).
+	DDL bool
 	// Savepoint is set for SAVEPOINT name, RollbackTo for ROLLBACK
 	// [WORK|TRANSACTION] TO [SAVEPOINT] name, Release for RELEASE
 	// [SAVEPOINT] name.
@@ -101,8 +108,28 @@ func Scan(sql string) Statement {
 		st.Kind = Read
 	case "INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "TRUNCATE", "UPSERT":
 		st.Kind = Write
+	case "REFRESH":
+		// REFRESH MATERIALIZED VIEW [CONCURRENTLY] name: writes the view.
+		st.Kind = Unknown
+		j := 1
+		for _, kw := range []string{"MATERIALIZED", "VIEW", "CONCURRENTLY"} {
+			if j < len(toks) && toks[j].upper() == kw {
+				j++
+			}
+		}
+		if j == 3 || j == 4 {
+			if n, _ := tableAt(toks, j); n != "" {
+				st.Kind = Write
+				st.Writes = []string{n}
+				return st
+			}
+		}
+		return st
 	case "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "SET", "RESET", "DISCARD", "DEALLOCATE", "PREPARE", "EXECUTE", "LISTEN", "UNLISTEN", "NOTIFY":
 		st.Kind = Control
+	case "CREATE", "ALTER", "DROP", "RENAME":
+		st.Kind = Unknown
+		st.DDL = true
 	default:
 		st.Kind = Unknown
 	}
@@ -211,6 +238,7 @@ func Scan(sql string) Statement {
 				st.Locking = true
 			}
 		case "TRUNCATE":
+			st.Truncate = true
 			j := i + 1
 			if j < len(toks) && toks[j].upper() == "TABLE" {
 				j++

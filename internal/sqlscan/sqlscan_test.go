@@ -5,6 +5,34 @@ import (
 	"testing"
 )
 
+func TestScanDDL(t *testing.T) {
+	for sql, want := range map[string]bool{
+		"CREATE VIEW v AS SELECT 1":             true,
+		"  alter table a add constraint fk ...": true,
+		"DROP TRIGGER IF EXISTS t ON a":         true,
+		"CALL proc()":                           false,
+		"SELECT 1":                              false,
+	} {
+		if got := Scan(sql).DDL; got != want {
+			t.Errorf("Scan(%q).DDL = %v, want %v", sql, got, want)
+		}
+	}
+}
+
+func TestScanTruncate(t *testing.T) {
+	for sql, want := range map[string]bool{
+		"TRUNCATE a CASCADE":           true,
+		"truncate table a, b":          true,
+		"DELETE FROM a":                false,
+		"UPDATE a SET n = 'TRUNCATE'":  false,
+		"SELECT 1; TRUNCATE ONLY a, b": true,
+	} {
+		if got := Scan(sql).Truncate; got != want {
+			t.Errorf("Scan(%q).Truncate = %v, want %v", sql, got, want)
+		}
+	}
+}
+
 func TestScan(t *testing.T) {
 	for _, tc := range []struct {
 		sql           string
@@ -33,6 +61,9 @@ func TestScan(t *testing.T) {
 		{sql: `delete from posts; update users set x = 1`, kind: Write, writes: []string{"posts", "users"}},
 		{sql: `TRUNCATE TABLE a, public.b RESTART IDENTITY`, kind: Write, writes: []string{"a", "b"}},
 		{sql: `TRUNCATE c`, kind: Write, writes: []string{"c"}},
+		{sql: `REFRESH MATERIALIZED VIEW public.sale_sums`, kind: Write, writes: []string{"sale_sums"}},
+		{sql: `refresh materialized view concurrently "Sale Sums" WITH DATA`, kind: Write, writes: []string{"sale sums"}},
+		{sql: `REFRESH COLLATION VERSION`, kind: Unknown},
 		{sql: `REPLACE INTO kv VALUES (1, 2)`, kind: Write, writes: []string{"kv"}},
 		{sql: `MERGE INTO target t USING source s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v`, kind: Write, writes: []string{"target"}, reads: nil},
 		{sql: `WITH moved AS (DELETE FROM queue WHERE id < 10 RETURNING *) INSERT INTO done SELECT * FROM moved`, kind: Write, writes: []string{"queue", "done"}, reads: []string{"moved"}},
