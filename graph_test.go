@@ -67,8 +67,15 @@ type graphEnv struct {
 
 // graphSetup runs ddl on db behind the plugin's back (the plugin must find
 // it in the catalog when it is registered), then registers the plugin with
-// opts.
+// opts over one memory region, "default".
 func graphSetup(t *testing.T, db *dbtest.DB, ddl []string, opts ...dogpile.PluginOption) *graphEnv {
+	t.Helper()
+	return graphSetupRegions(t, db, ddl, []string{"default"}, opts...)
+}
+
+// graphSetupRegions is graphSetup with a memory region per name (e.r is
+// "default"'s, or the first's).
+func graphSetupRegions(t *testing.T, db *dbtest.DB, ddl, names []string, opts ...dogpile.PluginOption) *graphEnv {
 	t.Helper()
 	var d gorm.Dialector
 	if db.Dialect == "postgres" {
@@ -80,8 +87,15 @@ func graphSetup(t *testing.T, db *dbtest.DB, ddl []string, opts ...dogpile.Plugi
 	dbtest.Must(t, err)
 	e := &graphEnv{db: db, plain: plain}
 	e.raw(t, ddl...)
-	e.r = region.New(memory.New(), region.WithExpiration(time.Hour))
-	dbtest.Must(t, db.Use(dogpile.New(map[string]*region.Region{"default": e.r}, opts...)))
+	regions := make(map[string]*region.Region, len(names))
+	for _, n := range names {
+		regions[n] = region.New(memory.New(), region.WithExpiration(time.Hour))
+	}
+	e.r = regions[names[0]]
+	if r, ok := regions["default"]; ok {
+		e.r = r
+	}
+	dbtest.Must(t, db.Use(dogpile.New(regions, opts...)))
 	return e
 }
 
@@ -223,6 +237,18 @@ func (e *graphEnv) missed(t *testing.T, p graphProbe, before string) {
 	if n != p.misses() {
 		t.Errorf("%s: read after a write of unknown tables sent %d statements; want %d (every entry invalidated)", p.name, n, p.misses())
 	}
+}
+
+// after checks a probe after a write that may or may not have changed its
+// answer: fresh when the database's answer changed, else equal to it (hit
+// or miss).
+func (e *graphEnv) after(t *testing.T, p graphProbe, before string) {
+	t.Helper()
+	if e.truth(t, p) != before {
+		e.fresh(t, p, before)
+		return
+	}
+	e.equal(t, p)
 }
 
 // equal checks only that p through the cache equals the database; it
