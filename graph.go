@@ -69,6 +69,10 @@ type schemaGraph struct {
 	family       map[string][]string // partition or inheritance parent ↔ children
 	viewBases    map[string][]string // view or materialized view → the relations its query reads
 	triggers     map[string]bool     // relations with triggers or rules of the application's
+	// opaqueViews are the views whose queries call functions of the
+	// application's: what those read is not in the catalog, so a read of
+	// the view depends on every write.
+	opaqueViews map[string]bool
 
 	// effects remembers effect for one table (effectKey → effectMemo):
 	// model writes ask it for their table on every write. Bounded by the
@@ -187,6 +191,7 @@ func loadGraph(ctx context.Context, q gorm.ConnPool, dialect string) (*schemaGra
 		family:       map[string][]string{},
 		viewBases:    map[string][]string{},
 		triggers:     map[string]bool{},
+		opaqueViews:  map[string]bool{},
 	}
 	var query string
 	switch dialect {
@@ -222,7 +227,8 @@ func loadGraph(ctx context.Context, q gorm.ConnPool, dialect string) (*schemaGra
 // schemas and its kind; every foreign key with its update and delete
 // actions (pg_constraint: a no action, r restrict, c cascade, n set null, d
 // set default); what each view's and materialized view's query reads
-// (pg_rewrite's _RETURN rule and its pg_depend entries); the relations with
+// (pg_rewrite's _RETURN rule and its pg_depend entries), and the views that
+// call functions outside pg_catalog (what those read is unknown); the relations with
 // triggers of the application's (pg_trigger, not the constraint triggers
 // PostgreSQL makes for foreign keys, not the plugin's own dogpile_…) or
 // rules that are not views' ON SELECT; and partitions and inheritance
@@ -245,6 +251,14 @@ SELECT DISTINCT 'view', v.relname::text, b.relname::text, ''
   JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
   JOIN pg_class b ON b.oid = d.refobjid
  WHERE v.relkind IN ('v', 'm') AND r.rulename = '_RETURN' AND b.oid <> v.oid
+UNION ALL
+SELECT DISTINCT 'viewfn', v.relname::text, '', ''
+  FROM pg_rewrite r
+  JOIN pg_class v ON v.oid = r.ev_class
+  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_proc'::regclass
+  JOIN pg_proc f ON f.oid = d.refobjid
+  JOIN pg_namespace fn ON fn.oid = f.pronamespace
+ WHERE v.relkind IN ('v', 'm') AND r.rulename = '_RETURN' AND fn.nspname NOT IN ('pg_catalog', 'information_schema')
 UNION ALL
 SELECT DISTINCT 'trigger', c.relname::text, '', ''
   FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
@@ -273,14 +287,21 @@ SELECT 'fk', m.name, f."table", f.on_update || '|' || f.on_delete
 func (g *schemaGraph) add(dialect, what, name, b, c string) {
 	switch what {
 	case "rel": // PostgreSQL
-		switch b {
-		case "v":
+		// Tags have no schema: one name may be a view in one schema and a
+		// table in another. A view's kind wins, so that its reads expand.
+		switch {
+		case b == "v":
 			g.kinds[name] = relView
-		case "m":
+		case g.kinds[name] == relView:
+		case b == "m":
 			g.kinds[name] = relMatView
 		default:
-			g.kinds[name] = relTable
+			if _, seen := g.kinds[name]; !seen {
+				g.kinds[name] = relTable
+			}
 		}
+	case "viewfn": // PostgreSQL: a view calling a function of the application's
+		g.opaqueViews[name] = true
 	case "table": // SQLite
 		g.kinds[name] = relTable
 	case "view": // both: PostgreSQL's dependency rows, SQLite's definitions
@@ -478,6 +499,13 @@ func (g *schemaGraph) readTables(tables []string) []string {
 	for i := 0; i < len(out); i++ {
 		if g.kinds[out[i]] != relView {
 			continue
+		}
+		if g.opaqueViews[out[i]] && !slices.Contains(out, anyTable) {
+			if !grew {
+				out = append([]string(nil), out...)
+				grew = true
+			}
+			out = append(out, anyTable)
 		}
 		for _, b := range g.viewBases[out[i]] {
 			if !slices.Contains(out, b) {

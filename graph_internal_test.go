@@ -10,7 +10,7 @@ func testGraph(dialect string, rows ...[4]string) *schemaGraph {
 	g := &schemaGraph{
 		known: true, kinds: map[string]relKind{}, onUpdate: map[string][]string{},
 		onDelete: map[string][]fkEdge{}, referencedBy: map[string][]string{},
-		family: map[string][]string{}, viewBases: map[string][]string{}, triggers: map[string]bool{},
+		family: map[string][]string{}, viewBases: map[string][]string{}, triggers: map[string]bool{}, opaqueViews: map[string]bool{},
 	}
 	for _, r := range rows {
 		g.add(dialect, r[0], normTable(r[1]), r[2], r[3])

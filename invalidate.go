@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"weak"
 
@@ -60,6 +61,14 @@ type invalidation struct {
 type postKey struct{ stmt *gorm.Statement }
 
 func (p *Plugin) beforeCreate(db *gorm.DB) {
+	if c, ok := db.Statement.Clauses["INSERT"]; ok {
+		if ins, ok := c.Expression.(clause.Insert); ok && strings.Contains(strings.ToUpper(ins.Modifier), "REPLACE") {
+			// INSERT OR REPLACE (SQLite) deletes the rows it conflicts
+			// with, and the database runs their ON DELETE actions.
+			p.beforeWriteOf(db, writeAny)
+			return
+		}
+	}
 	if c, ok := db.Statement.Clauses["ON CONFLICT"]; ok {
 		if oc, ok := c.Expression.(clause.OnConflict); !ok || !oc.DoNothing {
 			// An upsert (Save of a slice) may update existing rows.

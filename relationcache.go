@@ -165,8 +165,13 @@ func (p *Plugin) relationQuery(db *gorm.DB, pc *preloadCtx, rels relOptions) {
 	l.memo = p.memo
 	// Entries depend on their own parent's rows where every writer of the
 	// child table bumps those (see relwrite.go), else on any write to it.
-	opts := fc.withExpiry(region.WithTags(normTable(stmt.Schema.Table)))
-	if preciseColumns(stmt.Schema, columnNames(in.Column)) {
+	t := normTable(stmt.Schema.Table)
+	opts := fc.withExpiry(region.WithTags(t))
+	if deps := p.graph.cur.Load().readTables([]string{t}); len(deps) > 1 {
+		// A view (graph.go): its rows change with its base relations, whose
+		// writers know nothing of the view's rows.
+		opts = fc.withExpiry(region.WithTags(deps...))
+	} else if preciseColumns(stmt.Schema, columnNames(in.Column)) {
 		opts = fc.withExpiry(region.WithTags(coarseTag(stmt.Schema.Table)), region.WithKeyTags(l.keyTags))
 		p.rowTagged.Store(normTable(stmt.Schema.Table), true) // its writers now read old key values (relwrite.go)
 	}
