@@ -529,8 +529,9 @@ func (b *Backend) Delete(ctx context.Context, keys ...string) error {
 // evicted or lost in a restart and made again does not repeat the values it
 // had. When another caller creates it between the incr and the add, the add
 // fails and Incr increments theirs. A counter that holds what incr cannot
-// take (not a decimal, or beyond an int64) is replaced by a fresh start
-// with cas, as the Redis backend repairs one. Counters never expire
+// take (not a decimal), or whose increment leaves the int64 range or wraps
+// round to 0, is replaced by a fresh start with cas, as the Redis backend
+// repairs one. Counters never expire
 // (memcached may still evict them: see the package documentation).
 func (b *Backend) Incr(ctx context.Context, key string) (int64, error) {
 	k := b.key(key)
@@ -542,9 +543,10 @@ func (b *Backend) incr(k string) (int64, error) {
 	for range incrAttempts {
 		n, err := b.client.Increment(k, 1)
 		switch {
-		case err == nil && n <= math.MaxInt64:
+		case err == nil && n > 0 && n <= math.MaxInt64:
 			return int64(n), nil
 		case err == nil, nonNumeric(err):
+			// Beyond an int64, or wrapped round to 0: as unreadable.
 			v, ok, err := b.repairCounter(k)
 			if err != nil || ok {
 				return v, err
