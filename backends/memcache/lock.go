@@ -68,9 +68,10 @@ func newToken() string {
 // lock TTL as expiration) and reports whether it did. While held, a
 // goroutine renews the lease every third of the lock TTL, until Unlock, the
 // lock is found lost or the backend is closed. TryLock on a Lock that is
-// already held returns false. When memcached does not answer, the add may
-// still have landed: the backend releases it in the background (see
-// releaser).
+// already held returns false. When memcached does not answer, or the add
+// is tried again on a new connection (see retryStale) and finds the lock
+// taken, the first add may have landed: the backend releases the lock in
+// the background if it holds this token (see releaser).
 func (l *Lock) TryLock(ctx context.Context) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -79,9 +80,16 @@ func (l *Lock) TryLock(ctx context.Context) (bool, error) {
 	}
 	tok := newToken()
 	exp := expiration(l.b.lockTTL)
+	attempts := 0 // run may try the add twice (see retryStale)
 	ok, err := run(ctx, l.b, "lock", func() (bool, error) {
+		attempts++
 		err := l.b.client.Add(&memcache.Item{Key: l.key, Value: []byte(tok), Expiration: exp})
 		if errors.Is(err, memcache.ErrNotStored) {
+			if attempts > 1 {
+				// The first add may have landed before its connection
+				// dropped: then the lock is ours, and this one found it.
+				l.b.releases.add(l.key, tok)
+			}
 			return false, nil
 		}
 		return err == nil, err

@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -287,6 +289,7 @@ func run[T any](ctx context.Context, b *Backend, what string, op func() (T, erro
 		return zero, fmt.Errorf("memcachebackend: %s: %w", what, err)
 	}
 	var v T
+	op = retryStale(b, op)
 	if b.direct(ctx) {
 		v, err = op()
 	} else {
@@ -302,6 +305,39 @@ func run[T any](ctx context.Context, b *Backend, what string, op func() (T, erro
 		return v, fmt.Errorf("memcachebackend: %s: %w", what, err)
 	}
 	return v, nil
+}
+
+// retryStale wraps op so that an operation that failed on a connection the
+// server dropped (it restarted, or went away and came back) is tried once
+// more, on a new connection. gomemcache keeps idle connections per server
+// and finds a connection dead only by using it: after a restart, every idle
+// one would fail one operation. So the first such failure closes the
+// client's idle connections (gomemcache's Client.Close; the client stays
+// usable), all of them, as those to the same server are dead too, and the
+// retry dials afresh. Only a dropped connection is retried, which fails at
+// once: not a timeout, nor a refused dial (the server is down), which a
+// retry would only make longer. Every operation of the backend may run
+// twice: reads, sets and deletes are idempotent; an Incr that landed before
+// its connection dropped moves the counter by two, which is still a new
+// value; a guarded write that landed reports, on its retry, that it did
+// not store, as its guard no longer holds; the lock's add is handled in
+// TryLock.
+func retryStale[T any](b *Backend, op func() (T, error)) func() (T, error) {
+	return func() (T, error) {
+		v, err := op()
+		if err != nil && droppedConn(err) {
+			_ = b.client.Close()
+			v, err = op()
+		}
+		return v, err
+	}
+}
+
+// droppedConn reports whether err is the failure of a connection that the
+// server closed or reset.
+func droppedConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // bounded runs op in a goroutine and returns when it does or ctx ends,

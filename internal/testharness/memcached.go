@@ -96,6 +96,20 @@ func (s *MemcachedServer) Restart(t testing.TB) {
 	}
 }
 
+// Start starts a server that was killed or stopped again, on the same
+// port, and waits until it answers; unlike Restart it reports a failure
+// instead of failing the test, so it may be called from any goroutine.
+// The started server is empty.
+func (s *MemcachedServer) Start() error {
+	if s.proc.running() {
+		return fmt.Errorf("memcached on %s is running", s.Addr)
+	}
+	if err := s.start(); err != nil {
+		return fmt.Errorf("testharness: start memcached on %s: %w", s.Addr, err)
+	}
+	return nil
+}
+
 // Pause stops the server process with SIGSTOP: it keeps its port and its
 // connections, and the kernel still accepts new ones, but nothing is
 // answered until Resume. That is a server that hangs, not one that is down.
