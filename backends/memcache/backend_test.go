@@ -590,3 +590,65 @@ func TestOpen(t *testing.T) {
 		t.Error("an operation for a context that can end runs in the caller's goroutine")
 	}
 }
+
+// TestGetMulti reads missing, empty, large and repeated keys, through each
+// path of the multi-get: the backend's own gets on one server (Open), and
+// gomemcache's GetMulti over two servers (Open) or the caller's client
+// (New).
+func TestGetMulti(t *testing.T) {
+	a, c := testharness.Memcached(t), testharness.Memcached(t)
+	given := memcache.New(a.Addr)
+	t.Cleanup(func() { _ = given.Close() })
+	newGiven := New(given, WithTimeout(testTimeout), WithPrefix(uniquePrefix(t)))
+	t.Cleanup(func() { _ = newGiven.Close() })
+	for _, be := range []struct {
+		name string
+		b    *Backend
+	}{
+		{"Open/one-server", newBackend(t, []string{a.Addr})},
+		{"Open/two-servers", newBackend(t, []string{a.Addr, c.Addr})},
+		{"New", newGiven},
+	} {
+		t.Run(be.name, func(t *testing.T) {
+			b := be.b
+			large := bytes.Repeat([]byte("L"), 600<<10)
+			items := []region.Item{
+				{Key: "empty", Value: []byte{}},
+				{Key: "large", Value: large},
+				{Key: "small", Value: []byte("s")},
+			}
+			for i := range 20 {
+				items = append(items, region.Item{Key: fmt.Sprint("n", i), Value: []byte(fmt.Sprint("v", i))})
+			}
+			if err := b.SetMulti(bg, items); err != nil {
+				t.Fatal(err)
+			}
+			keys := []string{"small", "missing", "empty", "large", "small", "missing"}
+			for i := range 20 {
+				keys = append(keys, fmt.Sprint("n", i))
+			}
+			vals, err := b.GetMulti(bg, keys)
+			if err != nil || len(vals) != len(keys) {
+				t.Fatalf("GetMulti = %d values, %v", len(vals), err)
+			}
+			check := func(i int, want []byte) {
+				t.Helper()
+				if (vals[i] == nil) != (want == nil) || !bytes.Equal(vals[i], want) {
+					t.Errorf("key %d (%q): %d bytes (nil %v), want %d (nil %v)", i, keys[i], len(vals[i]), vals[i] == nil, len(want), want == nil)
+				}
+			}
+			check(0, []byte("s"))
+			check(1, nil)
+			check(2, []byte{})
+			check(3, large)
+			check(4, []byte("s"))
+			check(5, nil)
+			for i := range 20 {
+				check(6+i, []byte(fmt.Sprint("v", i)))
+			}
+			if vals, err := b.GetMulti(bg, nil); err != nil || len(vals) != 0 {
+				t.Errorf("GetMulti of no key = %v, %v", vals, err)
+			}
+		})
+	}
+}

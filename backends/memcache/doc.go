@@ -26,8 +26,16 @@
 //
 // # Operations
 //
-//   - GetMulti: one gomemcache GetMulti ("gets k1 k2 ...", one round trip
-//     per server, the servers in parallel).
+//   - GetMulti: one "gets k1 k2 ..." per server, one round trip. Over a
+//     backend made by Open, keys that all live on one server (always, with
+//     one server) are read by the backend itself in the caller's goroutine,
+//     over connections of its own: gomemcache's GetMulti reads in a
+//     goroutine per server even for one, and on a busy machine the
+//     hand-offs cost as much as the round trip, which would make a region
+//     hit (its entry and the region's record, four keys) twice as slow as a
+//     gomemcache Get. Keys spread over several servers, and every read over
+//     the caller's client (New), go through gomemcache's GetMulti, which
+//     asks the servers in parallel.
 //   - SetMulti: a set per item (the text protocol has no multi-set).
 //   - SetIf: a guard on the item's own key is checked by memcached with the
 //     write: "must be missing" is an add, "must hold v" a cas on the CAS id
@@ -130,6 +138,12 @@
 // operation is let through as a probe. The breaker is one per backend: with
 // several servers, one server down opens it for all of them for a cooldown
 // at a time.
+//
+// After a restart, the idle connections kept to the server are dead, and
+// found so only when used: the first operation that fails on a dropped
+// connection closes every idle connection and is tried once more, on a new
+// one, so a restart does not cost one failed operation per pooled
+// connection.
 //
 // gomemcache takes no context. An operation runs in the caller's goroutine
 // when its context has no deadline and the client's socket timeout is no

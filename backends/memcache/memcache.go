@@ -72,6 +72,7 @@ type Backend struct {
 	maxItem     int
 	breaker     breaker
 	releases    releaser // releases retried in the background
+	reader      *reader  // the multi-get of one server; nil over the caller's client
 
 	// ctx is cancelled by Close: it stops the lease renewals.
 	ctx     context.Context
@@ -209,7 +210,9 @@ func Open(addrs []string, opts ...Option) (*Backend, error) {
 		client.Timeout = memcache.DefaultTimeout
 	}
 	client.MaxIdleConns = cfg.maxIdle
-	return build(client, true, cfg), nil
+	b := build(client, true, cfg)
+	b.reader = &reader{servers: &servers, timeout: client.Timeout, maxIdle: cfg.maxIdle}
+	return b, nil
 }
 
 func build(client *memcache.Client, owned bool, cfg config) *Backend {
@@ -244,6 +247,9 @@ func (b *Backend) Close() error {
 	b.cancel()
 	b.renewWG.Wait()
 	b.releases.close()
+	if b.reader != nil {
+		b.reader.closeIdle(true)
+	}
 	if b.owned {
 		if err := b.client.Close(); err != nil {
 			return fmt.Errorf("memcachebackend: close: %w", err)
@@ -327,6 +333,9 @@ func retryStale[T any](b *Backend, op func() (T, error)) func() (T, error) {
 		v, err := op()
 		if err != nil && droppedConn(err) {
 			_ = b.client.Close()
+			if b.reader != nil {
+				b.reader.closeIdle(false)
+			}
 			v, err = op()
 		}
 		return v, err
@@ -362,23 +371,45 @@ func bounded[T any](ctx context.Context, op func() (T, error)) (T, error) {
 	}
 }
 
-// GetMulti reads keys with one multi-get (gomemcache's GetMulti: one "gets"
-// per server, the servers in parallel).
+// GetMulti reads keys with one multi-get: one "gets" per server. Over a
+// backend made by Open, keys that all live on one server (always, with
+// one server) are read in the caller's goroutine (see reader); otherwise
+// through gomemcache's GetMulti, which asks the servers in parallel.
 func (b *Backend) GetMulti(ctx context.Context, keys []string) ([][]byte, error) {
 	if len(keys) == 0 {
 		return [][]byte{}, nil
 	}
 	mkeys := b.keys(keys)
-	items, err := run(ctx, b, "get", func() (map[string]*memcache.Item, error) {
-		return b.client.GetMulti(mkeys)
-	})
+	vals, err := run(ctx, b, "get", func() ([]got, error) { return b.multiGet(mkeys) })
 	if err != nil {
 		return nil, err
 	}
-	out := make([][]byte, len(mkeys))
-	for i, k := range mkeys {
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		out[i] = v.value
+	}
+	return out, nil
+}
+
+// multiGet reads the memcached keys, index for index.
+func (b *Backend) multiGet(keys []string) ([]got, error) {
+	if b.reader != nil {
+		addr, one, err := b.reader.server(keys)
+		if err != nil {
+			return nil, err
+		}
+		if one {
+			return b.reader.gets(addr, keys)
+		}
+	}
+	items, err := b.client.GetMulti(keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]got, len(keys))
+	for i, k := range keys {
 		if it := items[k]; it != nil {
-			out[i] = it.Value
+			out[i] = got{value: it.Value, cas: it.CasID}
 		}
 	}
 	return out, nil
@@ -457,13 +488,13 @@ type guard struct {
 	value []byte // nil: must be missing
 }
 
-// holds reports whether it, what memcached holds (nil: missing), satisfies
-// want.
-func holds(it *memcache.Item, want []byte) bool {
+// holds reports whether g, what memcached holds (a nil value: missing),
+// satisfies want.
+func holds(g got, want []byte) bool {
 	if want == nil {
-		return it == nil
+		return g.value == nil
 	}
-	return it != nil && bytes.Equal(it.Value, want)
+	return g.value != nil && bytes.Equal(g.value, want)
 }
 
 // SetIf stores item if every guard holds. A guard on the item's own key is
@@ -484,7 +515,7 @@ func (b *Backend) SetIf(ctx context.Context, item region.Item, guards []region.G
 		self    []byte
 		hasSelf bool
 		others  []guard
-		read    []string
+		read    []string // the keys of others, in order, then k if it is read
 	)
 	for _, g := range guards {
 		gk := b.key(g.Key)
@@ -503,15 +534,15 @@ func (b *Backend) SetIf(ctx context.Context, item region.Item, guards []region.G
 	}
 	mi := &memcache.Item{Key: k, Value: item.Value, Expiration: expiration(item.TTL)}
 	return run(ctx, b, "set if", func() (bool, error) {
-		var got map[string]*memcache.Item
+		var vals []got
 		if len(read) > 0 {
 			var err error
-			if got, err = b.client.GetMulti(read); err != nil {
+			if vals, err = b.multiGet(read); err != nil {
 				return false, err
 			}
 		}
-		for _, g := range others {
-			if !holds(got[g.key], g.value) {
+		for i, g := range others {
+			if !holds(vals[i], g.value) {
 				return false, nil
 			}
 		}
@@ -522,11 +553,11 @@ func (b *Backend) SetIf(ctx context.Context, item region.Item, guards []region.G
 		case self == nil:
 			err = b.client.Add(mi)
 		default:
-			cur := got[k]
+			cur := vals[len(vals)-1] // the item's own key, read last
 			if !holds(cur, self) {
 				return false, nil
 			}
-			mi.CasID = cur.CasID
+			mi.CasID = cur.cas
 			err = b.client.CompareAndSwap(mi)
 		}
 		switch {
