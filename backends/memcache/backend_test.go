@@ -646,6 +646,29 @@ func TestGetMulti(t *testing.T) {
 			for i := range 20 {
 				check(6+i, []byte(fmt.Sprint("v", i)))
 			}
+			// A long command line: 500 keys of 200 bytes, every other one
+			// stored.
+			var many []string
+			var manyItems []region.Item
+			for i := range 500 {
+				k := fmt.Sprintf("%0200d", i)
+				many = append(many, k)
+				if i%2 == 0 {
+					manyItems = append(manyItems, region.Item{Key: k, Value: []byte(k[190:])})
+				}
+			}
+			if err := b.SetMulti(bg, manyItems); err != nil {
+				t.Fatal(err)
+			}
+			mvals, err := b.GetMulti(bg, many)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, k := range many {
+				if want := k[190:]; (i%2 == 0) != (mvals[i] != nil) || (i%2 == 0 && string(mvals[i]) != want) {
+					t.Fatalf("key %d of 500: %q", i, mvals[i])
+				}
+			}
 			if vals, err := b.GetMulti(bg, nil); err != nil || len(vals) != 0 {
 				t.Errorf("GetMulti of no key = %v, %v", vals, err)
 			}
