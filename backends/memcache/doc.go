@@ -127,6 +127,16 @@
 // it does not repeat one that old entries carry. Entries evicted are
 // misses. A region over this backend keeps no copy of any of them.
 //
+// Two things memcached may evict are not failures towards a miss, but
+// they need a second fault to matter. A lock evicted under memory pressure
+// lets a second process regenerate the same key at once (the fence then
+// keeps the first holder's value out, as above). A tag's pending marker
+// evicted between a writer's two invalidation phases lets values filled in
+// that window live their normal life instead of the invalidation lease; the
+// writer's second phase still invalidates them, so only a writer that also
+// dies before that phase leaves them behind. Give memcached the memory to
+// keep what it holds (-m), as its eviction statistics show.
+//
 // Every operation is bounded by the operation timeout (WithTimeout, default
 // 100ms), and the backend reports it (Timeout), so that the region caps
 // what one call spends on memcached during an outage, as it does for Redis:
