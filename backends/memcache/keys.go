@@ -52,8 +52,11 @@ func lockName(key string) string { return "#L" + hash(key) }
 // Fence guards) is stored as it is. The three forms never meet: a key kept
 // as it is never begins with '#'; a hashed one is '#' and 43 bytes of the
 // URL alphabet; a lock's name is "#L" and 43 such bytes, one byte longer.
-// So no key the region chooses can land on another, or on a lock, unless
-// SHA-256 collides.
+// A key passed in that has the form of a lock's name is taken for one;
+// the region's keys never do, as every one of them holds a ':' (the
+// region's prefix ends with one), which a lock's name cannot. So no key the
+// region chooses can land on another, or on a lock, unless SHA-256
+// collides.
 func (b *Backend) key(k string) string {
 	if isLockName(k) || (len(b.prefix)+len(k) <= MaxKeyLen && len(b.prefix)+len(k) > 0 && (k == "" || k[0] != '#') && legal(k)) {
 		if b.prefix == "" {
