@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # install-test-deps.sh - make sure the servers used by internal/testharness
-# are installed: redis-server, redis-cli and PostgreSQL (initdb + postgres).
+# are installed: redis-server, redis-cli, PostgreSQL (initdb + postgres) and
+# memcached.
 #
-# Debian bookworm packages: redis-server, redis-tools, postgresql.
+# Debian bookworm packages: redis-server, redis-tools, postgresql, memcached.
 #
 # Behaviour:
 #   * Everything present      -> prints nothing, exits 0 (idempotent).
@@ -38,6 +39,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 find_pg_bindir >/dev/null || missing+=(postgresql)
+command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 
 if ((${#missing[@]} == 0)); then
 	exit 0
@@ -58,4 +60,5 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 command -v redis-server >/dev/null 2>&1 || { echo "install-test-deps: redis-server still missing" >&2; exit 1; }
 command -v redis-cli >/dev/null 2>&1 || { echo "install-test-deps: redis-cli still missing" >&2; exit 1; }
 find_pg_bindir >/dev/null || { echo "install-test-deps: PostgreSQL initdb/postgres still missing" >&2; exit 1; }
+command -v memcached >/dev/null 2>&1 || { echo "install-test-deps: memcached still missing" >&2; exit 1; }
 echo "install-test-deps: done" >&2
