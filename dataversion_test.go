@@ -500,3 +500,44 @@ func TestDataVersionClosedWithPlugin(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// BenchmarkDataVersionCheck: what checkDataVersion costs a read by itself.
+// "not-due" is the read path within the interval (a clock read, two atomic
+// loads); "check" runs one check each time (PRAGMA data_version on the
+// plugin's connection, no change found): one check's duration, which the
+// freshness adds to the interval; "every-1ms" is the read path with a real
+// 1 ms interval, the checks shared by the reads of each interval.
+func BenchmarkDataVersionCheck(b *testing.B) {
+	ctx := context.Background()
+	b.Run("not-due", func(b *testing.B) {
+		d := dvOpen(b, "_journal_mode=WAL&_busy_timeout=10000", time.Hour)
+		d.settle(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			d.p.checkDataVersion(ctx)
+		}
+		if c := d.w.snapshot(); c.Changes != 1 {
+			b.Fatalf("counters %+v; want the setup's change only", c)
+		}
+	})
+	b.Run("check", func(b *testing.B) {
+		d := dvOpen(b, "_journal_mode=WAL&_busy_timeout=10000", time.Hour)
+		base := d.settle(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			dvDue(d.w)
+			d.p.checkDataVersion(ctx)
+		}
+		if c := d.w.snapshot(); c.Changes != base.Changes || c.Errors != 0 || c.Checks-base.Checks != int64(b.N) {
+			b.Fatalf("counters %+v after %d checks; want no change, no error, one check each", c, b.N)
+		}
+	})
+	b.Run("every-1ms", func(b *testing.B) {
+		d := dvOpen(b, "_journal_mode=WAL&_busy_timeout=10000", time.Millisecond)
+		d.settle(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			d.p.checkDataVersion(ctx)
+		}
+	})
+}
