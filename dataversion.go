@@ -29,37 +29,41 @@ import (
 // instance of the application, a script, the sqlite3 shell.
 //
 // The plugin opens its own read-only connection to the database's file
-// (with the driver of the application's pool, one connection, kept for the
-// plugin's lifetime and closed when the plugin is garbage-collected; it
-// never holds a connection of the application's pool) and reads PRAGMA
-// data_version on it at most once per every: the first FromCache or
-// RelationshipCache read that finds every elapsed since the last check
-// runs it before it is answered. When the value changed, every entry of
-// every region of the plugin becomes a miss (as InvalidateAll would make
-// it), before that read is answered.
+// (with the driver of the application's pool; one connection, kept for the
+// plugin's lifetime and closed when the plugin is garbage-collected; no
+// connection of the application's pool is held) and reads PRAGMA
+// data_version on it at most once per every: the first query through the
+// plugin's query callback (a FromCache or RelationshipCache read, or any
+// other) that finds every elapsed since the last check runs it. When the
+// value changed, every entry of every region of the plugin becomes a miss
+// (region.EveryValue, as Region.Invalidate(ctx, true) makes them), before
+// that query is answered.
 //
 // Bound: a cached read that begins more than 2×every after another
 // connection's commit is answered from data that includes it. While reads
-// arrive steadily, one reader claims a check every interval and the others
+// arrive steadily, one reader claims a check each interval and the others
 // do not wait for it, so entries are fresh within every plus one check's
 // duration; a reader waits for a check another runs only when the last
 // completed check is older than 2×every (the first reads after a pause).
 //
-// Cost: a clock read and two atomic loads on each cached read; once per
-// interval, one PRAGMA on the plugin's connection (microseconds), run by
-// the read that claims it. SQLite cannot tell this process's commits from
-// another's: the application's own writes change data_version too, so a
-// process that writes through the plugin also wipes its regions, at most
-// once per interval, although the plugin already invalidated what those
-// writes changed; for a region shared through Redis the wipe reaches every
-// process that shares it. The check suits databases written rarely
-// compared with how often they are read.
+// Cost: a clock read and two atomic loads on each query through the
+// callback (tens of nanoseconds); once per interval, one PRAGMA on the
+// plugin's connection (microseconds), run by the query that claims it; and
+// after a change, the misses that refill the regions. SQLite cannot tell
+// this process's commits from another's: the application's own writes
+// change data_version too, so a process that writes through the plugin
+// also wipes its regions, at most once per interval, although the plugin
+// already invalidated what those writes changed; the wipe of a region
+// shared through Redis reaches every process that shares it. The check
+// suits databases read far more often than they are written.
 //
 // A check that fails (SQLITE_BUSY while a writer holds a rollback
-// journal's lock: the plugin's connection does not wait; an I/O error)
-// counts as a change. Only the main database is watched, not ATTACHed
-// ones. An in-memory database (":memory:", mode=memory, a temporary
-// database) has no file another process could write: nothing is checked.
+// journal's lock, since the plugin's connection does not wait; an I/O
+// error) counts as a change. A wipe a region's backend cannot take is
+// retried by the region, which bypasses its entries meanwhile. Only the
+// main database is watched, not ATTACHed ones. An in-memory database
+// (":memory:", mode=memory, a temporary database) has no file another
+// process could write: nothing is checked.
 //
 // every = 0 (the default) turns the check off. db.Use returns an error
 // matching ErrInvalidConfig for a negative every, or for a database that
