@@ -209,6 +209,7 @@ func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
 // query replaces gorm:query. Queries without FromCache go straight to GORM's
 // own handler, but for raw SQL that writes (rawWrite).
 func (p *Plugin) query(db *gorm.DB) {
+	p.checkDataVersion(db.Statement.Context)
 	if p.relPreloads.Load() > 0 && db.Error == nil {
 		if pc, preloading := db.Statement.Settings.Load(preloadingKey{}); preloading {
 			if rels, ok := db.Statement.Settings.Load(relCacheKey{}); ok {
