@@ -139,13 +139,11 @@ func (w *dataVersionWatch) snapshot() dataVersionCounts {
 // the plugin's read-only connection to it and reads the first value.
 func (p *Plugin) initDataVersion(db *gorm.DB) error {
 	every := p.config.dataVersionEvery
-	switch {
-	case every == 0:
+	if every == 0 {
 		return nil
-	case every < 0:
-		return fmt.Errorf("%w: WithDataVersionCheck(%v): the interval must be positive (0 turns the check off)", ErrInvalidConfig, every)
-	case p.dialect != "sqlite":
-		return fmt.Errorf("%w: WithDataVersionCheck is for SQLite, and the database is %q", ErrInvalidConfig, p.dialect)
+	}
+	if err := checkDataVersionConfig(every, p.dialect); err != nil {
+		return err
 	}
 	ctx := background(db.Statement.Context)
 	file, err := mainFile(ctx, p.rawPool)
@@ -162,6 +160,21 @@ func (p *Plugin) initDataVersion(db *gorm.DB) error {
 	p.dv = w
 	// The plugin has no Close: its connection goes with it.
 	runtime.AddCleanup(p, func(w *dataVersionWatch) { w.close() }, w)
+	return nil
+}
+
+// checkDataVersionConfig returns what is wrong with WithDataVersionCheck
+// (every) on a database of dialect; Initialize asks it before it changes
+// anything of the database's.
+func checkDataVersionConfig(every time.Duration, dialect string) error {
+	switch {
+	case every == 0:
+		return nil
+	case every < 0:
+		return fmt.Errorf("%w: WithDataVersionCheck(%v): the interval must be positive (0 turns the check off)", ErrInvalidConfig, every)
+	case dialect != "sqlite":
+		return fmt.Errorf("%w: WithDataVersionCheck is for SQLite, and the database is %q", ErrInvalidConfig, dialect)
+	}
 	return nil
 }
 

@@ -108,14 +108,10 @@ type fkEdge struct {
 // unknownGraph stands for a catalog that could not be read.
 var unknownGraph = &schemaGraph{}
 
-// initGraph validates the trigger declarations and reads the graph the
-// first time, through the pool the plugin was registered with.
+// initGraph reads the graph the first time, through the pool the plugin
+// was registered with.
 func (p *Plugin) initGraph(db *gorm.DB) error {
-	for t, writes := range p.config.triggerWrites {
-		if t == "" || slices.Contains(writes, "") {
-			return fmt.Errorf("%w: WithTriggerWrites(%q, %q): empty table name", ErrInvalidConfig, t, writes)
-		}
-	}
+	// New checked the trigger declarations (triggerConfigErrors).
 	ctx := context.Background()
 	if db.Statement != nil && db.Statement.Context != nil {
 		ctx = db.Statement.Context
@@ -596,4 +592,21 @@ func WithTriggerWrites(table string, writes ...string) PluginOption {
 		}
 		c.triggerWrites[t] = list
 	}
+}
+
+// triggerConfigErrors returns what is wrong with the WithTriggerWrites
+// declarations: empty table names.
+func triggerConfigErrors(declared map[string][]string) []error {
+	var errs []error
+	tables := make([]string, 0, len(declared))
+	for t := range declared {
+		tables = append(tables, t)
+	}
+	slices.Sort(tables)
+	for _, t := range tables {
+		if t == "" || slices.Contains(declared[t], "") {
+			errs = append(errs, fmt.Errorf("%w: WithTriggerWrites(%q, %q): empty table name", ErrInvalidConfig, t, declared[t]))
+		}
+	}
+	return errs
 }

@@ -79,7 +79,9 @@ var (
 	ErrAlreadyInitialized = errors.New("dogpile: plugin already registered on a *gorm.DB; make one with New for each")
 	// ErrInvalidConfig is matched by the error Initialize (and so db.Use)
 	// returns for a plugin made by New with no regions, a nil region, or a
-	// region under the empty name; the error names the region.
+	// region under the empty name (the error names the region), an empty
+	// table name given to WithTriggerWrites, and WithDataVersionCheck with a
+	// negative interval or on a database that is not SQLite.
 	ErrInvalidConfig = errors.New("dogpile: invalid configuration")
 )
 
@@ -166,6 +168,7 @@ func New(regions map[string]*region.Region, opts ...PluginOption) *Plugin {
 		p.regionList = append(p.regionList, r)
 		p.regionNames = append(p.regionNames, n)
 	}
+	errs = append(errs, triggerConfigErrors(c.triggerWrites)...)
 	p.configErr = errors.Join(errs...)
 	return p
 }
@@ -201,10 +204,13 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if p.initialized {
 		return ErrAlreadyInitialized
 	}
-	p.initialized = true
 	if db.Dialector != nil {
 		p.dialect = db.Dialector.Name()
 	}
+	if err := checkDataVersionConfig(p.config.dataVersionEvery, p.dialect); err != nil {
+		return err // before the database is changed in any way
+	}
+	p.initialized = true
 	if w, ok := db.ConnPool.(*pool); ok {
 		p.rawPool = w.ConnPool
 	} else {
