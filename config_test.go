@@ -30,15 +30,19 @@ type cfgPost struct {
 
 func TestConfigErrorsAtUse(t *testing.T) {
 	good := region.New(memory.New())
+	one := map[string]*region.Region{"default": good}
 	for _, tc := range []struct {
 		name    string
 		regions map[string]*region.Region
 		mention string // what the error names
+		opts    []dogpile.PluginOption
 	}{
-		{"NilMap", nil, "no regions"},
-		{"EmptyMap", map[string]*region.Region{}, "no regions"},
-		{"NilRegion", map[string]*region.Region{"default": good, "users": nil}, `"users"`},
-		{"EmptyName", map[string]*region.Region{"": good}, `""`},
+		{"NilMap", nil, "no regions", nil},
+		{"EmptyMap", map[string]*region.Region{}, "no regions", nil},
+		{"NilRegion", map[string]*region.Region{"default": good, "users": nil}, `"users"`, nil},
+		{"EmptyName", map[string]*region.Region{"": good}, `""`, nil},
+		{"TriggerWritesEmptyTable", one, "WithTriggerWrites", []dogpile.PluginOption{dogpile.WithTriggerWrites("", "audit")}},
+		{"TriggerWritesEmptyWrite", one, `"orders"`, []dogpile.PluginOption{dogpile.WithTriggerWrites("orders", "audit", " ")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dbtest.Each(t, func(t *testing.T, db *dbtest.DB) {
@@ -49,7 +53,7 @@ func TestConfigErrorsAtUse(t *testing.T) {
 							t.Fatalf("New panicked: %v", r)
 						}
 					}()
-					p = dogpile.New(tc.regions)
+					p = dogpile.New(tc.regions, tc.opts...)
 				}()
 				err := db.Use(p)
 				if !errors.Is(err, dogpile.ErrInvalidConfig) {
