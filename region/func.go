@@ -131,15 +131,15 @@ func (f *funcBase[A]) Key(arg A) (string, error) {
 		}
 		return k, nil
 	}
-	b, err := f.appendKey(make([]byte, 0, len(f.prefix)+16), &arg)
+	b, err := f.appendKey(make([]byte, 0, len(f.prefix)+16), arg)
 	if err != nil {
 		return "", err
 	}
 	return string(b), nil
 }
 
-// appendKey appends the default key of *arg to b.
-func (f *funcBase[A]) appendKey(b []byte, arg *A) ([]byte, error) {
+// appendKey appends the default key of arg to b.
+func (f *funcBase[A]) appendKey(b []byte, arg A) ([]byte, error) {
 	b, err := f.enc(append(b, f.prefix...), arg)
 	if err != nil {
 		return b, fmt.Errorf("region %s: func %s: key: %w", f.r.name, f.name, err)
@@ -230,7 +230,7 @@ func (f *CachedFunc[A, V]) Get(ctx context.Context, arg A) (V, error) {
 	co := f.options(nil, nil)
 	var v V
 	sc := hitScratches.Get().(*hitScratch)
-	b, err := f.appendKey(append(sc.key[:0], r.entryPrefix...), &arg)
+	b, err := f.appendKey(append(sc.key[:0], r.entryPrefix...), arg)
 	sc.key = b
 	if err != nil {
 		hitScratches.Put(sc)

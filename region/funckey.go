@@ -88,8 +88,10 @@ func funcKeyPrefix(name, namespace string) string {
 	return p + "|" + FuncKeyVersion + "|"
 }
 
-// argEncoder appends the encoding of *arg to b.
-type argEncoder[A any] func(b []byte, arg *A) ([]byte, error)
+// argEncoder appends the encoding of arg to b. It takes arg by value: a
+// pointer given to a function value escapes, which would cost the hit path
+// an allocation.
+type argEncoder[A any] func(b []byte, arg A) ([]byte, error)
 
 // newArgEncoder returns the encoder of arguments of type A: for the
 // predeclared kinds, one that reads the value in place, without
@@ -102,47 +104,66 @@ func newArgEncoder[A any]() argEncoder[A] {
 		}
 		switch t.Kind() {
 		case reflect.String:
-			return func(b []byte, arg *A) ([]byte, error) {
-				return appendKeyString(b, 's', *(*string)(unsafe.Pointer(arg))), nil
+			return func(b []byte, arg A) ([]byte, error) {
+				return appendKeyString(b, 's', *(*string)(unsafe.Pointer(&arg))), nil
 			}
 		case reflect.Bool:
-			return func(b []byte, arg *A) ([]byte, error) {
-				return appendKeyBool(b, *(*bool)(unsafe.Pointer(arg))), nil
+			return func(b []byte, arg A) ([]byte, error) {
+				return appendKeyBool(b, *(*bool)(unsafe.Pointer(&arg))), nil
 			}
 		}
 	}
-	return func(b []byte, arg *A) ([]byte, error) {
-		return appendKeyValue(b, reflect.ValueOf(arg).Elem(), 0)
+	return func(b []byte, arg A) ([]byte, error) {
+		return appendKeyValue(b, reflect.ValueOf(&arg).Elem(), 0)
 	}
 }
 
 // intEncoder returns the encoder of an integer type A of kind k.
 func intEncoder[A any](k reflect.Kind, tag string) argEncoder[A] {
-	p := func(arg *A) unsafe.Pointer { return unsafe.Pointer(arg) }
 	switch k {
 	case reflect.Int:
-		return func(b []byte, arg *A) ([]byte, error) { return appendKeyInt(b, tag, int64(*(*int)(p(arg)))), nil }
+		return func(b []byte, arg A) ([]byte, error) {
+			return appendKeyInt(b, tag, int64(*(*int)(unsafe.Pointer(&arg)))), nil
+		}
 	case reflect.Int8:
-		return func(b []byte, arg *A) ([]byte, error) { return appendKeyInt(b, tag, int64(*(*int8)(p(arg)))), nil }
+		return func(b []byte, arg A) ([]byte, error) {
+			return appendKeyInt(b, tag, int64(*(*int8)(unsafe.Pointer(&arg)))), nil
+		}
 	case reflect.Int16:
-		return func(b []byte, arg *A) ([]byte, error) { return appendKeyInt(b, tag, int64(*(*int16)(p(arg)))), nil }
+		return func(b []byte, arg A) ([]byte, error) {
+			return appendKeyInt(b, tag, int64(*(*int16)(unsafe.Pointer(&arg)))), nil
+		}
 	case reflect.Int32:
-		return func(b []byte, arg *A) ([]byte, error) { return appendKeyInt(b, tag, int64(*(*int32)(p(arg)))), nil }
+		return func(b []byte, arg A) ([]byte, error) {
+			return appendKeyInt(b, tag, int64(*(*int32)(unsafe.Pointer(&arg)))), nil
+		}
 	case reflect.Int64:
-		return func(b []byte, arg *A) ([]byte, error) { return appendKeyInt(b, tag, *(*int64)(p(arg))), nil }
+		return func(b []byte, arg A) ([]byte, error) {
+			return appendKeyInt(b, tag, *(*int64)(unsafe.Pointer(&arg))), nil
+		}
 	case reflect.Uint:
-		return func(b []byte, arg *A) ([]byte, error) { return appendKeyUint(b, tag, uint64(*(*uint)(p(arg)))), nil }
+		return func(b []byte, arg A) ([]byte, error) {
+			return appendKeyUint(b, tag, uint64(*(*uint)(unsafe.Pointer(&arg)))), nil
+		}
 	case reflect.Uint8:
-		return func(b []byte, arg *A) ([]byte, error) { return appendKeyUint(b, tag, uint64(*(*uint8)(p(arg)))), nil }
+		return func(b []byte, arg A) ([]byte, error) {
+			return appendKeyUint(b, tag, uint64(*(*uint8)(unsafe.Pointer(&arg)))), nil
+		}
 	case reflect.Uint16:
-		return func(b []byte, arg *A) ([]byte, error) { return appendKeyUint(b, tag, uint64(*(*uint16)(p(arg)))), nil }
+		return func(b []byte, arg A) ([]byte, error) {
+			return appendKeyUint(b, tag, uint64(*(*uint16)(unsafe.Pointer(&arg)))), nil
+		}
 	case reflect.Uint32:
-		return func(b []byte, arg *A) ([]byte, error) { return appendKeyUint(b, tag, uint64(*(*uint32)(p(arg)))), nil }
+		return func(b []byte, arg A) ([]byte, error) {
+			return appendKeyUint(b, tag, uint64(*(*uint32)(unsafe.Pointer(&arg)))), nil
+		}
 	case reflect.Uint64:
-		return func(b []byte, arg *A) ([]byte, error) { return appendKeyUint(b, tag, *(*uint64)(p(arg))), nil }
+		return func(b []byte, arg A) ([]byte, error) {
+			return appendKeyUint(b, tag, *(*uint64)(unsafe.Pointer(&arg))), nil
+		}
 	}
-	return func(b []byte, arg *A) ([]byte, error) { // uintptr
-		return appendKeyUint(b, tag, uint64(*(*uintptr)(p(arg)))), nil
+	return func(b []byte, arg A) ([]byte, error) { // uintptr
+		return appendKeyUint(b, tag, uint64(*(*uintptr)(unsafe.Pointer(&arg)))), nil
 	}
 }
 

@@ -60,3 +60,9 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// sharedAddr returns the address of the test binary's shared redis-server.
+func sharedAddr(t testing.TB) string {
+	t.Helper()
+	return testharness.SharedRedis(t).Addr
+}
