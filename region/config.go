@@ -183,13 +183,20 @@ func FromConfig(cfg map[string]string, prefix string) (*Region, error) {
 	return r, nil
 }
 
-// prefixed puts prefix before the key of the *ConfigError in err, if any.
+// prefixed returns err with prefix before the key of its *ConfigError, if
+// it has one: a copy, so that an error a factory returns more than once is
+// never changed.
 func prefixed(err error, prefix string) error {
 	var ce *ConfigError
-	if errors.As(err, &ce) {
-		ce.Key = prefix + ce.Key
+	if !errors.As(err, &ce) {
+		return err
 	}
-	return err
+	c := *ce
+	c.Key = prefix + ce.Key
+	if err != error(ce) {
+		c.Err = err // the factory's whole message, around the key's
+	}
+	return &c
 }
 
 // regionOptions reads the region's options from their keys.
