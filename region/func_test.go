@@ -518,3 +518,47 @@ func TestFuncRefreshStampsBeforeFn(t *testing.T) {
 		t.Fatalf("a value made across an invalidation of its tag is served: found %v, %v", found, err)
 	}
 }
+
+// TestFuncOverRedis: over a shared backend, with a key mangler (the paths
+// that build the caller's key first): concurrent callers make the value
+// once, and a FuncMulti of the same name shares the entries.
+func TestFuncOverRedis(t *testing.T) {
+	ctx := context.Background()
+	b, _ := sharedRedis(t)
+	r := region.New(b, region.WithExpiration(time.Minute), region.WithKeyMangler(region.HashMangler))
+	defer r.Close()
+	var calls atomic.Int64
+	release := make(chan struct{})
+	getUser := region.Func(r, "users.get", func(ctx context.Context, id int) (User, error) {
+		calls.Add(1)
+		<-release
+		return User{ID: int64(id)}, nil
+	})
+	const callers = 100
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			if u, err := getUser.Get(ctx, 7); err != nil || u.ID != 7 {
+				t.Errorf("Get: %+v, %v", u, err)
+			}
+		})
+	}
+	waitFor(t, "every caller to find the value missing", func() bool { return r.Stats().Misses == callers })
+	close(release)
+	wg.Wait()
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("fn ran %d times for %d callers, want 1", n, callers)
+	}
+	getUsers := region.FuncMulti(r, "users.get", func(ctx context.Context, ids []int) (map[int]User, error) {
+		calls.Add(1)
+		out := map[int]User{}
+		for _, id := range ids {
+			out[id] = User{ID: int64(id)}
+		}
+		return out, nil
+	})
+	got, err := getUsers.Get(ctx, 7, 8)
+	if err != nil || len(got) != 2 || got[8].ID != 8 || calls.Load() != 2 {
+		t.Fatalf("FuncMulti: %v, %v, fn ran %d times (want 7 a hit, 8 made)", got, err, calls.Load())
+	}
+}

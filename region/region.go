@@ -9,6 +9,13 @@
 // envelope.go, the tag-invalidation protocol in tags.go, the region-wide
 // invalidation record (generation counters) in record.go, and the
 // goroutines a region runs by itself, which Close stops, in background.go.
+//
+// Around it, the rest of dogpile.cache's CacheRegion: function caching
+// (Func and FuncMulti, in func.go, their typed keys in funckey.go), the
+// many-key Get, Set and Delete (multi.go), a value's metadata and
+// KeyIsLocked (metadata.go), configuration from a map with a registry of
+// backends by name (FromConfig, config.go), and backend middleware (Proxy
+// and WrapBackend in proxy.go, the Metrics wrapper in metrics.go).
 package region
 
 import (
