@@ -525,7 +525,8 @@ func TestFuncRefreshStampsBeforeFn(t *testing.T) {
 func TestFuncOverRedis(t *testing.T) {
 	ctx := context.Background()
 	b, _ := sharedRedis(t)
-	r := region.New(b, region.WithExpiration(time.Minute), region.WithKeyMangler(region.HashMangler))
+	m := region.NewMetrics()
+	r := region.New(region.WrapBackend(b, m.Wrap), region.WithExpiration(time.Minute), region.WithKeyMangler(region.HashMangler))
 	defer r.Close()
 	var calls atomic.Int64
 	release := make(chan struct{})
@@ -560,5 +561,13 @@ func TestFuncOverRedis(t *testing.T) {
 	got, err := getUsers.Get(ctx, 7, 8)
 	if err != nil || len(got) != 2 || got[8].ID != 8 || calls.Load() != 2 {
 		t.Fatalf("FuncMulti: %v, %v, fn ran %d times (want 7 a hit, 8 made)", got, err, calls.Load())
+	}
+	// Hits of many arguments: one backend read for all of them.
+	reads := m.Snapshot()[region.OpGetMulti].Calls
+	if got, err := getUsers.Get(ctx, 8, 7, 8); err != nil || len(got) != 2 || calls.Load() != 2 {
+		t.Fatalf("FuncMulti hits: %v, %v", got, err)
+	}
+	if n := m.Snapshot()[region.OpGetMulti].Calls - reads; n != 1 {
+		t.Fatalf("FuncMulti.Get of 2 hits made %d backend reads, want 1", n)
 	}
 }
