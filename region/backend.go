@@ -49,9 +49,10 @@ type Backend interface {
 type Item struct {
 	Key   string
 	Value []byte
-	// TTL is the backend's hard time to live; zero means no expiry. It is
-	// longer than the Region's expiration so that stale values exist to be
-	// served while one caller regenerates.
+	// TTL is the backend's hard time to live; zero means no expiry (the
+	// default over a ProcessLocal backend: the value stays until evicted).
+	// It is longer than the Region's expiration so that stale values exist
+	// to be served while one caller regenerates (see WithStaleTTL).
 	TTL time.Duration
 }
 

@@ -33,11 +33,17 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 	if hit {
 		return v, nil
 	}
-	if err != nil {
+	return createOne(ctx, r, key, create, co, &s, err)
+}
+
+// createOne is GetOrCreate after a read of key that found no fresh value:
+// s is what the read saw, readErr its error.
+func createOne[T any](ctx context.Context, r *Region, key string, create func(ctx context.Context) (T, error), co *callOptions, s *snapshot, readErr error) (T, error) {
+	if readErr != nil {
 		r.stats.errors.Add(1)
 	}
 	l := &valueLoader[T]{create: create}
-	err = r.load(ctx, callKeys{[]string{key}, []string{r.entryKey(key)}}, l, co, &s, nil, 0)
+	err := r.load(ctx, callKeys{[]string{key}, []string{r.entryKey(key)}}, l, co, s, nil, 0)
 	return l.v, err
 }
 
@@ -45,37 +51,46 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 // is fresh and decode accepts it, counts a hit. Otherwise it returns the
 // snapshot it read, for the dogpile lock to go on from.
 func (r *Region) readOne(ctx context.Context, key string, co *callOptions, decode func([]byte) error) (bool, snapshot, error) {
-	var (
-		s   snapshot
-		err error
-	)
 	if r.local {
 		// A backend private to the process is called synchronously and
 		// keeps no key: the key can be built in recycled memory.
 		sc := hitScratches.Get().(*hitScratch)
 		sc.key = append(append(sc.key[:0], r.entryPrefix...), r.mangled(key)...)
-		keys := sc.keys[:1]
-		keys[0] = unsafe.String(unsafe.SliceData(sc.key), len(sc.key))
-		s, err = r.read(ctx, keys, co)
-		clear(sc.keys[:])
+		hit, s, err := r.readScratch(ctx, sc, co, decode)
 		hitScratches.Put(sc)
-	} else {
-		// Room for the invalidation record and the tag keys, which read
-		// appends.
-		keys := make([]string, 1, 1+recordKeys+2*len(co.tagList()))
-		keys[0] = r.entryKey(key)
-		s, err = r.read(ctx, keys, co)
+		return hit, s, err
 	}
+	// Room for the invalidation record and the tag keys, which read
+	// appends.
+	keys := make([]string, 1, 1+recordKeys+2*len(co.tagList()))
+	keys[0] = r.entryKey(key)
+	s, err := r.read(ctx, keys, co)
+	return r.hitOf(&s, err, co, decode), s, err
+}
+
+// readScratch is readOne over a local backend of the backend key built in
+// sc.key. The caller puts sc back in hitScratches.
+func (r *Region) readScratch(ctx context.Context, sc *hitScratch, co *callOptions, decode func([]byte) error) (bool, snapshot, error) {
+	keys := sc.keys[:1]
+	keys[0] = unsafe.String(unsafe.SliceData(sc.key), len(sc.key))
+	s, err := r.read(ctx, keys, co)
+	clear(sc.keys[:])
+	return r.hitOf(&s, err, co, decode), s, err
+}
+
+// hitOf reports whether s, a read of one entry that failed with err or
+// not, found it fresh and decode accepted it, and then counts a hit.
+func (r *Region) hitOf(s *snapshot, err error, co *callOptions, decode func([]byte) error) bool {
 	if err != nil {
-		return false, s, err
+		return false
 	}
 	var env envelope
-	if r.classify(s.raw[0], &s, 0, co, &env) == fresh && decode(env.payload) == nil {
+	if r.classify(s.raw[0], s, 0, co, &env) == fresh && decode(env.payload) == nil {
 		r.stats.hits.Add(1)
-		return true, s, nil
+		return true
 	}
 	// The lock's path reclassifies and counts a decode failure.
-	return false, s, nil
+	return false
 }
 
 // hitScratch is the memory a hit on a process-local backend builds its key
@@ -177,6 +192,12 @@ func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...Call
 	if len(opts) > 0 {
 		co = collect(opts)
 	}
+	return r.loadWith(ctx, keys, l, co)
+}
+
+// loadWith is Load with its options collected. It gives co the keys' own
+// tags (backendKeys), so co must be the call's own when it has WithKeyTags.
+func (r *Region) loadWith(ctx context.Context, keys []string, l Loader, co *callOptions) error {
 	if len(keys) == 1 && co.keyTags == nil {
 		hit, s, err := r.readOne(ctx, keys[0], co, func(b []byte) error { return l.Decode(keys[0], r.codec, b) })
 		if hit {
@@ -187,6 +208,14 @@ func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...Call
 		}
 		return r.load(ctx, callKeys{keys, []string{r.entryKey(keys[0])}}, l, co, &s, nil, 0)
 	}
+	bkeys := r.backendKeys(keys, co)
+	return r.load(ctx, callKeys{keys, bkeys}, l, co, nil, nil, 0)
+}
+
+// backendKeys returns the backend key of each of keys and, when the call
+// has WithKeyTags, gives co the keys' own tags by backend key, before the
+// call's first read.
+func (r *Region) backendKeys(keys []string, co *callOptions) []string {
 	bkeys := make([]string, len(keys))
 	for i, k := range keys {
 		bkeys[i] = r.entryKey(k)
@@ -199,7 +228,7 @@ func (r *Region) Load(ctx context.Context, keys []string, l Loader, opts ...Call
 			}
 		}
 	}
-	return r.load(ctx, callKeys{keys, bkeys}, l, co, nil, nil, 0)
+	return bkeys
 }
 
 // GetOrCreateMulti is GetOrCreate for many keys at once: one backend round

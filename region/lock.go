@@ -512,7 +512,7 @@ type budget struct {
 // that its first read failed.
 func (r *Region) newBudget(failed bool) *budget {
 	b := &budget{}
-	if t, ok := r.backend.(timeoutReporter); ok && !r.local {
+	if t := r.timeouts; t != nil {
 		if d := t.Timeout(); d > 0 {
 			b.timeout, b.limit = d, budgetAfterRead*d/2
 		}

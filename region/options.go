@@ -17,10 +17,32 @@ func WithExpiration(d time.Duration) Option { return func(r *Region) { r.expirat
 
 // WithStaleTTL sets how long a value is kept past its expiration so that it
 // can be served stale during regeneration; it is added to the expiration to
-// give the backend's hard time to live. The default equals the expiration.
+// give the backend's hard time to live. Zero or less means no hard time to
+// live: values that expire are kept until the backend evicts them.
+//
+// Without it, a region keeps stale values as dogpile.cache does, until the
+// backend evicts them, so that a key read less often than its expiration is
+// still served stale at once while one caller regenerates it, rather than
+// being a miss that every caller waits for:
+//
+//   - over a ProcessLocal backend (memory), values have no hard time to live:
+//     they stay until evicted by the backend's size bound;
+//   - over a shared backend (Redis, memcached, ...), whose memory other
+//     processes share and where a key is never evicted by size unless the
+//     server is configured to, the hard time to live is the expiration plus
+//     the larger of the expiration and DefaultStaleTTL (24 hours).
+//
+// Values that never expire (no expiration, NeverExpire) have no hard time
+// to live either way, and an entry filled during an invalidation lives no
+// longer than the invalidation lease (WithInvalidationLease).
 func WithStaleTTL(d time.Duration) Option {
 	return func(r *Region) { r.staleTTL = d; r.staleSet = true }
 }
+
+// DefaultStaleTTL is the least time that a region over a shared backend
+// keeps an expired value, by default, so that it can be served stale while
+// one caller regenerates it (see WithStaleTTL).
+const DefaultStaleTTL = 24 * time.Hour
 
 // WithKeyMangler transforms every caller key before it reaches the backend,
 // for backends with limits on key length or characters. See HashMangler.

@@ -9,6 +9,13 @@
 // envelope.go, the tag-invalidation protocol in tags.go, the region-wide
 // invalidation record (generation counters) in record.go, and the
 // goroutines a region runs by itself, which Close stops, in background.go.
+//
+// Around it, the rest of dogpile.cache's CacheRegion: function caching
+// (Func and FuncMulti, in func.go, their typed keys in funckey.go), the
+// many-key Get, Set and Delete (multi.go), a value's metadata and
+// KeyIsLocked (metadata.go), configuration from a map with a registry of
+// backends by name (FromConfig, config.go), and backend middleware (Proxy
+// and WrapBackend in proxy.go, the Metrics wrapper in metrics.go).
 package region
 
 import (
@@ -16,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,7 +52,11 @@ type Region struct {
 	refs  CounterRefs // the backend's, when it has them (local only)
 	// values is the backend's ValueAppender, for a local backend with
 	// CounterRefs: a read of one key is then one lookup (readLocal).
-	values         ValueAppender
+	values ValueAppender
+	// bumper and timeouts are the backend's TagBumper and timeoutReporter,
+	// when it is shared and has them.
+	bumper         TagBumper
+	timeouts       timeoutReporter
 	expiration     time.Duration
 	staleTTL       time.Duration
 	staleSet       bool
@@ -81,6 +93,12 @@ type Region struct {
 	// bg runs the region's own goroutines, until Close; bg.mu orders their
 	// starts before Close's wait.
 	bg background
+
+	// ownsBackend is set by FromConfig, before the region is shared: Close
+	// then closes the backend too, once (closed).
+	ownsBackend bool
+	closed      sync.Once
+	closeErr    error // written in closed.Do
 }
 
 // New returns a region that keeps its values in backend. While in use, the
@@ -96,19 +114,20 @@ func New(backend Backend, opts ...Option) *Region {
 	for _, o := range opts {
 		o(r)
 	}
-	if !r.staleSet {
-		r.staleTTL = r.expiration
-	}
 	// Escaping ':' keeps regions apart: a caller key of region "a" can never
 	// spell an internal key of region "a:k".
 	r.prefix = strings.NewReplacer("%", "%25", ":", "%3A").Replace(r.name) + ":"
 	r.entryPrefix = r.prefix + "k:"
-	if l, ok := backend.(ProcessLocal); ok && l.ProcessLocal() {
+	// The optional interfaces are looked for through wrappers (see Proxy).
+	if l, ok := optional[ProcessLocal](backend); ok && l.ProcessLocal() {
 		r.local = true
-		r.refs, _ = backend.(CounterRefs)
+		r.refs, _ = optional[CounterRefs](backend)
 		if r.refs != nil {
-			r.values, _ = backend.(ValueAppender)
+			r.values, _ = optional[ValueAppender](backend)
 		}
+	} else {
+		r.bumper, _ = optional[TagBumper](backend)
+		r.timeouts, _ = optional[timeoutReporter](backend)
 	}
 	r.initRecord()
 	r.flights.m = make(map[string]*flight)
@@ -125,8 +144,9 @@ func New(backend Backend, opts ...Option) *Region {
 // Close stops the goroutines that the region runs by itself and waits for
 // them to return: the coarse clock's refresher, and the retrier of tag
 // invalidations that could not be written to the backend (see
-// InvalidateTags). It returns nil, and may be called more than once, and
-// concurrently. It does not close the backend.
+// InvalidateTags). It may be called more than once, and concurrently. It
+// does not close the backend, and returns nil, unless the region owns its
+// backend (FromConfig: see below).
 //
 // A closed region still works: calls behave as before, reading the precise
 // clock instead of the coarse one, but no goroutine of the region's starts
@@ -136,9 +156,15 @@ func New(backend Backend, opts ...Option) *Region {
 // InvalidateTags of those tags that reaches the backend confirms them.
 // Regenerations started by calls (WithAsyncRegeneration's among them) are
 // not the region's: each ends with its creator.
+//
+// A region made by FromConfig owns its backend: its first Close closes the
+// backend too (if it has a Close method) and returns the backend's error;
+// Close called again returns the same error. Calls after that fail as the
+// closed backend fails them.
 func (r *Region) Close() error {
 	r.bg.close()
-	return nil
+	r.closed.Do(func() { r.closeErr = r.closeBackend() })
+	return r.closeErr
 }
 
 // nanos returns the time in Unix nanoseconds.
@@ -248,10 +274,23 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 	if r.values != nil && len(keys) == 1 && co.bkeyTags == nil {
 		return r.readLocal(keys[0], co), nil
 	}
+	return r.readOf(ctx, keys, keys, co)
+}
+
+// readOf is read of the entries of fetch (keys, or nil to read none) with
+// the invalidation record and the tags of keys: the call's, and with
+// WithKeyTags each key's own. The snapshot's entries are those of fetch.
+func (r *Region) readOf(ctx context.Context, keys, fetch []string, co *callOptions) (snapshot, error) {
 	tags, ti, sel := r.readTags(keys, co)
-	all := r.fetchList(keys, ti)
+	all := r.fetchList(fetch, ti)
 	seq := r.creations.Load()
-	vals, err := r.backend.GetMulti(ctx, all)
+	var (
+		vals [][]byte
+		err  error
+	)
+	if len(all) > 0 { // a write's read of a local backend has nothing to fetch
+		vals, err = r.backend.GetMulti(ctx, all)
+	}
 	s := snapshot{now: r.nanos(), tags: tags, sel: sel, shared: len(co.tagList()), seq: seq}
 	if len(tags) > 0 {
 		s.tagKeys = ti.keys[:len(tags)]
@@ -260,10 +299,10 @@ func (r *Region) read(ctx context.Context, keys []string, co *callOptions) (snap
 		if err == nil {
 			err = fmt.Errorf("region: backend returned %d values for %d keys", len(vals), len(all))
 		}
-		r.failRead(&s, len(keys))
+		r.failRead(&s, len(fetch))
 		return s, err
 	}
-	n := len(keys)
+	n := len(fetch)
 	s.raw = vals[:n:n]
 	rest := r.readRecord(&s, vals[n:], ti)
 	r.readStamps(&s, rest, ti)
@@ -555,11 +594,7 @@ func (r *Region) lifetimes(now int64, co *callOptions, pending bool) (expires, d
 	}
 	if exp > 0 {
 		expires = now + int64(exp)
-		stale := r.staleTTL
-		if !r.staleSet || stale <= 0 {
-			stale = exp
-		}
-		ttl = exp + stale
+		ttl = r.hardTTL(exp)
 	}
 	if pending {
 		dies = now + int64(r.lease)
@@ -573,6 +608,25 @@ func (r *Region) lifetimes(now int64, co *callOptions, pending bool) (expires, d
 	return expires, dies, ttl
 }
 
+// hardTTL is the backend's time to live of a value that expires after exp
+// (positive), zero for none: long enough past exp for the value to be
+// served stale (see WithStaleTTL).
+func (r *Region) hardTTL(exp time.Duration) time.Duration {
+	var stale time.Duration
+	switch {
+	case r.staleSet && r.staleTTL > 0:
+		stale = r.staleTTL
+	case r.staleSet, r.local:
+		return 0 // kept until the backend evicts it
+	default:
+		stale = max(exp, DefaultStaleTTL)
+	}
+	if exp > math.MaxInt64-stale {
+		return 0 // beyond any backend's reach: no expiry
+	}
+	return exp + stale
+}
+
 // Get decodes the fresh value stored under key into dst, a non-nil pointer,
 // and reports whether there was one. It never locks and never regenerates:
 // an expired, invalidated or undecodable value is reported as not found.
@@ -584,7 +638,11 @@ func (r *Region) Get(ctx context.Context, key string, dst any, opts ...CallOptio
 // decode receives the stored payload of a fresh value; an error from it
 // makes the value a miss, counted as a decode failure.
 func (r *Region) Peek(ctx context.Context, key string, decode func(payload []byte) error, opts ...CallOption) (bool, error) {
-	co := collect(opts)
+	return r.peek(ctx, key, decode, collect(opts))
+}
+
+// peek is Peek with its options collected.
+func (r *Region) peek(ctx context.Context, key string, decode func(payload []byte) error, co *callOptions) (bool, error) {
 	s, err := r.read(ctx, []string{r.entryKey(key)}, co)
 	if err != nil {
 		r.stats.errors.Add(1)
@@ -601,7 +659,11 @@ func (r *Region) Peek(ctx context.Context, key string, decode func(payload []byt
 
 // Set stores v under key, created now, without locking.
 func (r *Region) Set(ctx context.Context, key string, v any, opts ...CallOption) error {
-	co := collect(opts)
+	return r.set(ctx, key, v, collect(opts))
+}
+
+// set is Set with its options collected.
+func (r *Region) set(ctx context.Context, key string, v any, co *callOptions) error {
 	payload, err := r.codec.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("region %s: set %q: encode: %w", r.name, key, err)
@@ -664,7 +726,7 @@ func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, i in
 		return payload
 	}
 	var fence *Guard
-	if f, ok := lock.(Fencer); ok {
+	if f, ok := optional[Fencer](lock); ok {
 		g := f.Fence()
 		fence = &g
 	}

@@ -226,8 +226,8 @@ func (r *Region) PostInvalidateTags(ctx context.Context, tags ...string) error {
 // bump invalidates tags; mark +1 counts a writer into their pending markers
 // first, -1 counts it out afterwards.
 func (r *Region) bump(ctx context.Context, tags []string, mark int) error {
-	if tb, ok := r.backend.(TagBumper); ok && !r.local {
-		return r.bumpBatch(ctx, tb, tags, mark)
+	if r.bumper != nil {
+		return r.bumpBatch(ctx, r.bumper, tags, mark)
 	}
 	var errs []error
 	if mark > 0 {
@@ -428,7 +428,7 @@ func (u *unconfirmedTags) retry(ctx context.Context) {
 			return
 		}
 		bctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if tb, ok := u.r.backend.(TagBumper); ok && !u.r.local {
+		if tb := u.r.bumper; tb != nil {
 			// One round trip for all of them, repairing unreadable counters.
 			_ = u.r.bumpBatch(bctx, tb, tags, 0)
 		} else {

@@ -256,9 +256,20 @@ func (l *Lock) Wait(ctx context.Context) error {
 	}
 }
 
+// Locked reports whether the lock is held, by this Lock or by any other,
+// without taking it (region.LockProber): whether its key exists. The answer
+// may be out of date as soon as it is returned.
+func (l *Lock) Locked(ctx context.Context) (bool, error) {
+	return run(ctx, l.b, "probe lock", func(ctx context.Context) (bool, error) {
+		n, err := l.b.client.Exists(ctx, l.key).Result()
+		return n == 1, err
+	})
+}
+
 var (
-	_ region.Mutex  = (*Lock)(nil)
-	_ region.Fencer = (*Lock)(nil)
+	_ region.Mutex      = (*Lock)(nil)
+	_ region.Fencer     = (*Lock)(nil)
+	_ region.LockProber = (*Lock)(nil)
 )
 
 // notifier multiplexes the unlock notifications of every lock that a
