@@ -46,6 +46,7 @@ type store struct {
 	timer   *time.Timer   // guarded by mu; expires db after hold
 	ident   os.FileInfo   // guarded by mu; the file db was opened on
 	changed chan struct{} // guarded by mu; closed and replaced when the state above changes
+	waiting int           // guarded by mu; goroutines waiting on changed
 	closed  bool          // guarded by mu
 
 	// damaged is the file a transaction or an open found damaged: the
@@ -88,6 +89,9 @@ func newStore(dir, path string, hold time.Duration, fsync bool) (*store, error) 
 
 // broadcast wakes every goroutine waiting for a change; s.mu is held.
 func (s *store) broadcast() {
+	if s.waiting == 0 {
+		return
+	}
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -145,8 +149,13 @@ func (s *store) acquire(ctx context.Context, deadline time.Time, write bool) (*b
 			s.expired = true
 		}
 		ch := s.changed
+		s.waiting++
 		s.mu.Unlock()
-		if err := waitChange(ctx, deadline, ch); err != nil {
+		err := waitChange(ctx, deadline, ch)
+		s.mu.Lock()
+		s.waiting--
+		s.mu.Unlock()
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -212,9 +221,11 @@ func (s *store) close() error {
 	s.expired = true
 	for s.refs > 0 || s.opening {
 		ch := s.changed
+		s.waiting++
 		s.mu.Unlock()
 		<-ch
 		s.mu.Lock()
+		s.waiting--
 	}
 	if s.db != nil {
 		s.closeLocked()
