@@ -408,3 +408,76 @@ func TestBumpTags(t *testing.T) {
 		t.Fatal("a counter expired")
 	}
 }
+
+// TestAccessesFlushedAcrossBackends: what one backend read counts for the
+// eviction another makes once the reader has written its accesses (here
+// at its Close).
+func TestAccessesFlushedAcrossBackends(t *testing.T) {
+	clock := newFakeClock()
+	dir := t.TempDir()
+	a := openTestBackend(t, dir, WithMaxEntries(3), withClock(clock.now), WithStampFlush(0))
+	reader, err := New(dir, WithMaxEntries(3), withClock(clock.now), WithStampFlush(0))
+	must(t, err)
+	for _, k := range []string{"k0", "k1", "k2"} {
+		set(t, a, k, "v", 0)
+		clock.advance(time.Millisecond)
+	}
+	if v := get(t, reader, "k0"); v == nil {
+		t.Fatal("k0 missing")
+	}
+	clock.advance(time.Millisecond)
+	must(t, reader.Close())
+	set(t, a, "k3", "v", 0)
+	if got := present(t, a, []string{"k0", "k1", "k2", "k3"}); !slices.Equal(got, []string{"k0", "k2", "k3"}) {
+		t.Fatalf("present %v; want [k0 k2 k3]: the other backend's read of k0 was not counted", got)
+	}
+}
+
+// TestWriterNotStarvedByReaders: two backends on one directory (two
+// processes, as far as flock is concerned) read without pause, their holds
+// overlapping, so the store is never free of readers; a third one's
+// writes still get in, each within its timeout (500ms, generous: a hold
+// is 2ms), because readers stop coming in while a writer waits.
+func TestWriterNotStarvedByReaders(t *testing.T) {
+	dir := t.TempDir()
+	w := openTestBackend(t, dir, WithTimeout(500*time.Millisecond))
+	set(t, w, "k", "v", 0)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads atomic.Int64
+	for range 2 {
+		r := openTestBackend(t, dir)
+		for range 2 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := r.GetMulti(ctx, []string{"k"}); err != nil {
+						t.Error(err)
+						return
+					}
+					reads.Add(1)
+				}
+			})
+		}
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	for reads.Load() < 100 {
+		time.Sleep(time.Millisecond)
+	}
+	var worst time.Duration
+	for i := range 20 {
+		start := time.Now()
+		if err := w.SetMulti(ctx, []region.Item{{Key: fmt.Sprint("w", i), Value: []byte("v")}}); err != nil {
+			t.Fatalf("write %d among readers: %v", i, err)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	t.Logf("20 writes among %d reads: slowest %v", reads.Load(), worst)
+}

@@ -47,6 +47,7 @@ type store struct {
 	ident   os.FileInfo   // guarded by mu; the file db was opened on
 	changed chan struct{} // guarded by mu; closed and replaced when the state above changes
 	waiting int           // guarded by mu; goroutines waiting on changed
+	writers int           // guarded by mu; writers among them
 	closed  bool          // guarded by mu
 
 	// damaged is the file a transaction or an open found damaged: the
@@ -121,6 +122,9 @@ func (s *store) acquire(ctx context.Context, deadline time.Time, write bool) (*b
 			continue
 		}
 		if s.db == nil && !s.opening {
+			// A writer waits: open read-write, for it and for us, so
+			// that readers cannot keep reopening read-only before it.
+			write := write || s.writers > 0
 			s.opening = true
 			s.mu.Unlock()
 			db, ident, err := s.open(ctx, deadline, write)
@@ -150,10 +154,16 @@ func (s *store) acquire(ctx context.Context, deadline time.Time, write bool) (*b
 		}
 		ch := s.changed
 		s.waiting++
+		if write {
+			s.writers++
+		}
 		s.mu.Unlock()
 		err := waitChange(ctx, deadline, ch)
 		s.mu.Lock()
 		s.waiting--
+		if write {
+			s.writers--
+		}
 		s.mu.Unlock()
 		if err != nil {
 			return nil, err
