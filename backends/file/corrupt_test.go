@@ -46,6 +46,27 @@ func overwrite(t *testing.T, dir string, off int64, p []byte) {
 	must(t, err)
 }
 
+// damageAll flips a bit of the byte at off in every copy of marker in the
+// data file (bbolt may keep old copies in free pages).
+func damageAll(t *testing.T, dir, marker string, off int) {
+	t.Helper()
+	data, err := os.ReadFile(dataFile(dir))
+	must(t, err)
+	n := 0
+	for at := 0; ; {
+		i := bytes.Index(data[at:], []byte(marker))
+		if i < 0 {
+			break
+		}
+		overwrite(t, dir, int64(at+i+off), []byte{marker[off] ^ 0x20})
+		n++
+		at += i + 1
+	}
+	if n == 0 {
+		t.Fatalf("%q not found in the file", marker)
+	}
+}
+
 // expectEmptyAndWorking checks that b holds nothing of before and works.
 func expectEmptyAndWorking(t *testing.T, b *Backend, before ...string) {
 	t.Helper()
@@ -136,21 +157,7 @@ func TestForeignBoltFile(t *testing.T) {
 func TestDamagedValue(t *testing.T) {
 	marker := "MARKER-" + strings.Repeat("x", 40)
 	dir := fill(t, map[string]string{"victim": marker, "other": "fine"})
-	data, err := os.ReadFile(dataFile(dir))
-	must(t, err)
-	n := 0
-	for off := bytes.Index(data, []byte(marker)); off >= 0; {
-		overwrite(t, dir, int64(off+3), []byte{'K' ^ 0x20})
-		n++
-		next := bytes.Index(data[off+1:], []byte(marker))
-		if next < 0 {
-			break
-		}
-		off += 1 + next
-	}
-	if n == 0 {
-		t.Fatal("marker not found in the file")
-	}
+	damageAll(t, dir, marker, 3)
 	b := openTestBackend(t, dir)
 	vals, err := b.GetMulti(ctx, []string{"victim", "other"})
 	must(t, err)
@@ -180,13 +187,7 @@ func TestDamagedRegionEntry(t *testing.T) {
 	marker := "MARKER-" + strings.Repeat("y", 40)
 	must(t, r.Set(ctx, "k", marker))
 	must(t, b.Close())
-	data, err := os.ReadFile(dataFile(dir))
-	must(t, err)
-	off := bytes.Index(data, []byte(marker))
-	if off < 0 {
-		t.Fatal("marker not found in the file")
-	}
-	overwrite(t, dir, int64(off+10), []byte{'Y'})
+	damageAll(t, dir, marker, 10)
 
 	b2 := openTestBackend(t, dir)
 	r2 := region.New(b2, region.WithName("r"))

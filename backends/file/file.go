@@ -25,7 +25,7 @@ import (
 const (
 	// DefaultMaxBytes bounds the bytes the entries weigh (WithMaxBytes).
 	DefaultMaxBytes = 256 << 20
-	// DefaultTimeout bounds each operation (WithTimeout).
+	// DefaultTimeout bounds the wait for the store lock (WithTimeout).
 	DefaultTimeout = time.Second
 	// DefaultHold is how long a process keeps the file open once it has
 	// opened it (WithHold).
@@ -107,10 +107,14 @@ func WithMaxBytes(n int64) Option { return func(c *config) { c.maxBytes = n } }
 // it, entries are evicted. The default is no bound on the count.
 func WithMaxEntries(n int64) Option { return func(c *config) { c.maxEntries = n } }
 
-// WithTimeout bounds each operation, the wait for the store lock included:
-// a process that holds the file (stopped, for instance) costs the others at
-// most d per operation, then the operation fails with ErrBusy. The default
-// is DefaultTimeout; d <= 0 bounds operations by their context only.
+// WithTimeout bounds how long an operation waits for the store lock while
+// another process holds the file (stopped, for instance, or in a very long
+// transaction): it costs the others at most d per operation, then the
+// operation fails with ErrBusy, which a region reads as a miss. The
+// default is DefaultTimeout; d <= 0 bounds the wait by the context only.
+// The transaction itself, once the file is open, is not bounded (a disk
+// read cannot be interrupted), nor are waits for the process's own
+// goroutines, which end within a timeout and a hold.
 func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
 
 // WithHold sets how long a process keeps the file open once it has opened
@@ -153,7 +157,7 @@ func New(dir string, opts ...Option) (*Backend, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {
 		return nil, fmt.Errorf("filebackend: %w", err)
 	}
-	st, err := newStore(dir, filepath.Join(dir, "data.db"), c.hold, c.sync)
+	st, err := newStore(dir, filepath.Join(dir, "data.db"), c.hold, c.timeout, c.sync)
 	if err != nil {
 		return nil, fmt.Errorf("filebackend: %w", err)
 	}
@@ -181,9 +185,9 @@ func New(dir string, opts ...Option) (*Backend, error) {
 // Dir returns the directory of the backend's files.
 func (b *Backend) Dir() string { return b.dir }
 
-// Timeout returns the bound of each operation (WithTimeout). A region reads
-// it to bound what one of its calls spends on the backend when the file is
-// held by a process that does not let it go.
+// Timeout returns the bound of the wait for the store lock (WithTimeout). A
+// region reads it to bound what one of its calls spends on the backend when
+// the file is held by a process that does not let it go.
 func (b *Backend) Timeout() time.Duration { return b.timeout }
 
 // Close writes the accesses not yet written, closes the file and stops the
@@ -267,20 +271,12 @@ func beUint(b []byte) uint64 {
 		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
 }
 
-// deadline is when an operation started now must end.
-func (b *Backend) deadline() time.Time {
-	if b.timeout <= 0 {
-		return time.Time{}
-	}
-	return time.Now().Add(b.timeout)
-}
-
 // view runs fn in a read-only transaction.
 func (b *Backend) view(ctx context.Context, what string, fn func(tx *bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("filebackend: %s: %w", what, err)
 	}
-	db, err := b.st.acquire(ctx, b.deadline(), false)
+	db, err := b.st.acquire(ctx, false)
 	if err != nil {
 		return fmt.Errorf("filebackend: %s: %w", what, err)
 	}
@@ -298,7 +294,7 @@ func (b *Backend) update(ctx context.Context, what string, fn func(w *wtx) error
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("filebackend: %s: %w", what, err)
 	}
-	db, err := b.st.acquire(ctx, b.deadline(), true)
+	db, err := b.st.acquire(ctx, true)
 	if err != nil {
 		return fmt.Errorf("filebackend: %s: %w", what, err)
 	}

@@ -468,7 +468,11 @@ func TestWriterNotStarvedByReaders(t *testing.T) {
 		close(stop)
 		wg.Wait()
 	}()
+	deadline := time.Now().Add(eventually)
 	for reads.Load() < 100 {
+		if time.Now().After(deadline) {
+			t.Fatal("the readers did not read")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	var worst time.Duration

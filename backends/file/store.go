@@ -26,11 +26,12 @@ import (
 // hold; then it is closed as soon as the operations in flight end, so that
 // the other processes get their turn.
 type store struct {
-	path   string   // the bbolt file
-	lock   *os.File // store.lock: shared by readers, exclusive for a writer
-	intent *os.File // writer.lock: held by a writer from before it waits for the store lock
-	hold   time.Duration
-	sync   bool // fsync each commit
+	path    string   // the bbolt file
+	lock    *os.File // store.lock: shared by readers, exclusive for a writer
+	intent  *os.File // writer.lock: held by a writer from before it waits for the store lock
+	hold    time.Duration
+	timeout time.Duration // bounds each wait for the store lock; 0: ctx only
+	sync    bool          // fsync each commit
 
 	// prepare makes the layout of a file opened read-write (buckets and
 	// format marker); it is the Backend's.
@@ -75,7 +76,7 @@ var (
 	errClosedStore = errors.New("backend closed")
 )
 
-func newStore(dir, path string, hold time.Duration, fsync bool) (*store, error) {
+func newStore(dir, path string, hold, timeout time.Duration, fsync bool) (*store, error) {
 	lock, err := os.OpenFile(dir+"/store.lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
@@ -85,7 +86,7 @@ func newStore(dir, path string, hold time.Duration, fsync bool) (*store, error) 
 		_ = lock.Close()
 		return nil, err
 	}
-	return &store{path: path, lock: lock, intent: intent, hold: hold, sync: fsync, changed: make(chan struct{})}, nil
+	return &store{path: path, lock: lock, intent: intent, hold: hold, timeout: timeout, sync: fsync, changed: make(chan struct{})}, nil
 }
 
 // broadcast wakes every goroutine waiting for a change; s.mu is held.
@@ -99,8 +100,11 @@ func (s *store) broadcast() {
 
 // acquire returns the open handle for an operation, read-write if write,
 // opening the file if needed; the caller calls release once done with it.
-// It waits at most until deadline (zero: no bound but ctx).
-func (s *store) acquire(ctx context.Context, deadline time.Time, write bool) (*bolt.DB, error) {
+// The wait for the store lock, when it opens the file, is bounded by the
+// timeout; a wait for the process's own goroutines (opening the file,
+// finishing with a handle that takes no one new) by ctx only: each of those
+// ends by itself, within a timeout and a hold.
+func (s *store) acquire(ctx context.Context, write bool) (*bolt.DB, error) {
 	for {
 		s.mu.Lock()
 		if s.closed {
@@ -127,6 +131,10 @@ func (s *store) acquire(ctx context.Context, deadline time.Time, write bool) (*b
 			write := write || s.writers > 0
 			s.opening = true
 			s.mu.Unlock()
+			var deadline time.Time
+			if s.timeout > 0 {
+				deadline = time.Now().Add(s.timeout)
+			}
 			db, ident, err := s.open(ctx, deadline, write)
 			s.mu.Lock()
 			s.opening = false
@@ -158,7 +166,7 @@ func (s *store) acquire(ctx context.Context, deadline time.Time, write bool) (*b
 			s.writers++
 		}
 		s.mu.Unlock()
-		err := waitChange(ctx, deadline, ch)
+		err := waitChange(ctx, ch)
 		s.mu.Lock()
 		s.waiting--
 		if write {
@@ -174,7 +182,7 @@ func (s *store) acquire(ctx context.Context, deadline time.Time, write bool) (*b
 // release ends an operation on the handle acquire returned. The last
 // operation on a handle that takes no new ones (its hold ended, it is
 // damaged, or it is read-only and a writer waits) closes it; without a hold
-// (WithHold(0)) the last operation in flight always does.
+// (WithHold(0)) the last operation in flight does when no other waits.
 func (s *store) release() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -182,7 +190,7 @@ func (s *store) release() {
 	if s.refs > 0 {
 		return
 	}
-	if s.expired || s.hold <= 0 {
+	if s.expired || (s.hold <= 0 && s.waiting == 0) {
 		s.closeLocked()
 	}
 	s.broadcast()
@@ -245,21 +253,13 @@ func (s *store) close() error {
 	return errors.Join(s.lock.Close(), s.intent.Close())
 }
 
-// waitChange waits for ch to be closed, ctx to end or deadline to pass.
-func waitChange(ctx context.Context, deadline time.Time, ch <-chan struct{}) error {
-	var expiry <-chan time.Time
-	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		expiry = t.C
-	}
+// waitChange waits for ch to be closed or ctx to end.
+func waitChange(ctx context.Context, ch <-chan struct{}) error {
 	select {
 	case <-ch:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-expiry:
-		return errBusy
 	}
 }
 
