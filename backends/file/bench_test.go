@@ -189,3 +189,49 @@ func BenchmarkSet(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkRegionHitWithWriter is BenchmarkRegionHit while another backend
+// on the directory (another process, as far as the locks are concerned)
+// writes without pause: each hit may wait for the writer's hold.
+func BenchmarkRegionHitWithWriter(b *testing.B) {
+	dir := b.TempDir()
+	be := openTestBackend(b, dir)
+	writer := openTestBackend(b, dir)
+	r := region.New(be, region.WithName("bench"), region.WithExpiration(10*time.Minute))
+	ctx := context.Background()
+	create := func(context.Context) (benchUser, error) { return benchValue, nil }
+	if _, err := region.GetOrCreate(ctx, r, "user:42", create); err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var writes atomic.Int64
+	go func() {
+		defer close(done)
+		value := make([]byte, 200)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := writer.SetMulti(ctx, []region.Item{{Key: "w:" + strconv.Itoa(i%1000), Value: value}}); err != nil {
+				b.Error(err)
+				return
+			}
+			writes.Add(1)
+		}
+	}()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		u, err := region.GetOrCreate(ctx, r, "user:42", create)
+		if err != nil || u.ID != 42 {
+			b.Fatal(u, err)
+		}
+	}
+	b.StopTimer()
+	close(stop)
+	<-done
+	b.ReportMetric(float64(writes.Load())/float64(b.N), "writes/op")
+}

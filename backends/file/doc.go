@@ -22,6 +22,7 @@
 //	data.db       the bbolt file: every entry, counter and index
 //	store.lock    the store lock: shared while a process reads data.db, exclusive while one writes it
 //	writer.lock   held by a writer from before it waits for the store lock (writer preference)
+//	wait.lock     shared by every process waiting for the store lock (the queue)
 //	keys/<hash>   the dogpile lock of one key (hash: the first 128 bits of its SHA-256, in hex)
 //
 // # Sharing the file
@@ -34,27 +35,34 @@
 //
 //   - A read opens the file read-only under a shared store lock: readers of
 //     every process read at once. A write opens it read-write under the
-//     exclusive store lock. A writer first takes writer.lock exclusively and
+//     exclusive store lock. A writer first takes writer.lock exclusively, and
 //     readers come in only while writer.lock is free, so a stream of
 //     readers cannot starve a writer.
 //   - Opening bbolt costs 50 to 100µs (open, flock, mmap, the page faults
 //     of the first reads, munmap and close; measured on a loaded 2-core
 //     machine, where a read on an open handle costs 5 to 8µs): too much for
-//     every hit.
-//     So once a process has opened the file, every operation its goroutines
-//     start within the hold (WithHold, default 2ms) uses that handle, and the
-//     handle is closed when the hold ends and the operations in flight are
-//     done. Another process waits at most one hold, plus the transactions in
-//     flight, for its turn; a process whose operations come back to back
-//     opens the file once per hold. With WithHold(0) the file is closed as
-//     soon as no operation is in flight.
+//     every hit. So once a process has opened the file, the operations its
+//     goroutines start meanwhile use that handle, for at most the hold
+//     (WithHold, default 2ms); the handle is closed when the hold ends, or
+//     earlier once the process has made no operation for 1ms, and in any
+//     case once the operations in flight are done. A process whose
+//     operations come back to back opens the file about once per hold.
+//   - A process that waits for the store lock holds wait.lock shared while
+//     it waits. A holder looks at wait.lock (an exclusive flock tried and
+//     dropped) at the end of its operations, at most every 100µs, and every
+//     1ms while idle: when a process waits, it closes the handle at once
+//     instead of at the end of its hold, then, before it opens the file
+//     again, gives way for up to 2ms, until no process waits (the one it
+//     yielded to has the lock). So processes take turns: another process
+//     waits for the operations in flight and a poll, not for the hold.
 //   - A lock that another process holds is polled (flock with LOCK_NB),
 //     from 20µs doubling up to 1ms between tries, for at most the timeout
 //     (WithTimeout, default 1s); then the operation fails with ErrBusy,
 //     which a region turns into a miss. The backend reports the timeout
 //     (Timeout), so a region bounds what one call spends waiting. flock
 //     locks are released by the kernel when their process exits, so a
-//     process killed while it holds the file blocks no one afterwards.
+//     process killed while it holds the file (or waits for it) blocks no
+//     one afterwards.
 //   - bbolt's own flock on data.db is taken too, as a second guard: with
 //     the store lock held it is always free, except against a program that
 //     opens data.db without the store lock.
@@ -62,6 +70,9 @@
 // A goroutine that needs to write while its process holds a read-only
 // handle waits for that handle's operations to end, then opens the file
 // read-write; readers that come meanwhile wait for it and then share it.
+// The locks are advisory: they hold against the processes that take them,
+// as every Backend does (and bbolt's own flock against those that open
+// data.db with bbolt).
 //
 // # Dogpile lock
 //

@@ -117,13 +117,14 @@ func WithMaxEntries(n int64) Option { return func(c *config) { c.maxEntries = n 
 // goroutines, which end within a timeout and a hold.
 func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
 
-// WithHold sets how long a process keeps the file open once it has opened
-// it: the operations its goroutines start meanwhile use the open handle,
-// without opening the file again; the other processes' writers wait that
-// long at most. d <= 0 closes the file as soon as no operation is in
-// flight (operations that overlap share an open, for 1ms at most): every
-// operation of a process that makes one at a time opens the file. The
-// default is DefaultHold.
+// WithHold sets how long, at most, a process keeps the file open once it
+// has opened it: the operations its goroutines start meanwhile use the open
+// handle, without opening the file again. The handle is closed earlier
+// when the process has made no operation for 1ms, or when another process
+// waits for the file (see "Sharing the file"). d <= 0 closes the file as
+// soon as no operation is in flight (operations that overlap share an open,
+// for 1ms at most): every operation of a process that makes one at a time
+// opens the file. The default is DefaultHold.
 func WithHold(d time.Duration) Option { return func(c *config) { c.hold = d } }
 
 // WithStampFlush sets how often the accesses this process read, which are

@@ -136,15 +136,16 @@ func TestValuesSurviveReopen(t *testing.T) {
 	}
 }
 
-// TestValuesSurviveKilledWriter: a child process writes and is SIGKILLed
-// with the file still open; what it committed is read here.
+// TestValuesSurviveKilledWriter: a child process writes, then is stuck in
+// an operation that holds the file, then is SIGKILLed; the store lock goes
+// with it, and what it committed is read here.
 func TestValuesSurviveKilledWriter(t *testing.T) {
 	dir := t.TempDir()
 	b := openTestBackend(t, dir, WithTimeout(200*time.Millisecond))
 	c := startChild(t, "holdstore", dir, "k")
 	c.expect("written")
-	// The child holds the file (WithHold(time.Hour)): this process cannot
-	// open it, and says so within its timeout.
+	// The child holds the file: this process cannot open it, and says so
+	// within its timeout.
 	if _, err := b.GetMulti(ctx, []string{"k"}); !errors.Is(err, ErrBusy) {
 		t.Fatalf("GetMulti while another process holds the file = %v; want ErrBusy", err)
 	}
@@ -484,4 +485,69 @@ func TestWriterNotStarvedByReaders(t *testing.T) {
 		worst = max(worst, time.Since(start))
 	}
 	t.Logf("20 writes among %d reads: slowest %v", reads.Load(), worst)
+}
+
+// TestHoldYieldsToOtherProcess: a backend with an hour's hold that uses
+// the file without pause lets it go as soon as another backend on the
+// directory waits for it (wait.lock), for readers and writers alike: each
+// operation of the other gets in within its timeout (500ms, generous: it
+// waits for one operation and a poll).
+func TestHoldYieldsToOtherProcess(t *testing.T) {
+	for _, holderWrites := range []bool{true, false} {
+		t.Run(fmt.Sprintf("holder writes %v", holderWrites), func(t *testing.T) {
+			dir := t.TempDir()
+			holder := openTestBackend(t, dir, WithHold(time.Hour))
+			other := openTestBackend(t, dir, WithTimeout(500*time.Millisecond))
+			set(t, holder, "k", "v", 0)
+			stop, done := make(chan struct{}), make(chan struct{})
+			var ops atomic.Int64
+			go func() {
+				defer close(done)
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					var err error
+					if holderWrites {
+						err = holder.SetMulti(ctx, []region.Item{{Key: "h" + strconv.Itoa(i%100), Value: []byte("v")}})
+					} else {
+						_, err = holder.GetMulti(ctx, []string{"k"})
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					ops.Add(1)
+				}
+			}()
+			defer func() {
+				close(stop)
+				<-done
+			}()
+			deadline := time.Now().Add(eventually)
+			for ops.Load() < 10 {
+				if time.Now().After(deadline) {
+					t.Fatal("the holder made no operation")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			var worst time.Duration
+			for i := range 20 {
+				start := time.Now()
+				var err error
+				if holderWrites {
+					_, err = other.GetMulti(ctx, []string{"k"})
+				} else {
+					err = other.SetMulti(ctx, []region.Item{{Key: "o" + strconv.Itoa(i), Value: []byte("v")}})
+				}
+				if err != nil {
+					t.Fatalf("operation %d of the other backend: %v", i, err)
+				}
+				worst = max(worst, time.Since(start))
+			}
+			t.Logf("holder made %d operations; the other's slowest of 20 took %v", ops.Load(), worst)
+		})
+	}
 }

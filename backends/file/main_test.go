@@ -58,13 +58,17 @@ func runChild(role string) int {
 		}
 		fmt.Println("@@locked")
 	case "holdstore":
-		// Writes key = "from the child" and keeps the file open
-		// read-write, so holds the store lock, for an hour.
-		b, err := New(dir, WithHold(time.Hour))
+		// Writes key = "from the child", then takes the file for an
+		// operation that never ends (as one stuck in its transaction
+		// would): it holds the store lock until it dies.
+		b, err := New(dir)
 		if err != nil {
 			return fail(err)
 		}
 		if err := b.SetMulti(ctx, []region.Item{{Key: key, Value: []byte("from the child")}}); err != nil {
+			return fail(err)
+		}
+		if _, err := b.st.acquire(ctx, true); err != nil {
 			return fail(err)
 		}
 		fmt.Println("@@written")

@@ -29,6 +29,7 @@ type store struct {
 	path    string   // the bbolt file
 	lock    *os.File // store.lock: shared by readers, exclusive for a writer
 	intent  *os.File // writer.lock: held by a writer from before it waits for the store lock
+	queue   *os.File // wait.lock: shared by every process that waits for the store lock
 	hold    time.Duration
 	timeout time.Duration // bounds each wait for the store lock; 0: ctx only
 	sync    bool          // fsync each commit
@@ -50,6 +51,11 @@ type store struct {
 	waiting int           // guarded by mu; goroutines waiting on changed
 	writers int           // guarded by mu; writers among them
 	closed  bool          // guarded by mu
+	yielded bool          // guarded by mu; the last handle was closed early for a process that waits
+	// lookedAt is when release last looked for processes waiting;
+	// openedAt when the handle was opened; lastUse when an operation
+	// last released it. Guarded by mu.
+	lookedAt, openedAt, lastUse time.Time
 
 	// damaged is the file a transaction or an open found damaged: the
 	// next read-write open replaces it, unless it was replaced already.
@@ -86,7 +92,13 @@ func newStore(dir, path string, hold, timeout time.Duration, fsync bool) (*store
 		_ = lock.Close()
 		return nil, err
 	}
-	return &store{path: path, lock: lock, intent: intent, hold: hold, timeout: timeout, sync: fsync, changed: make(chan struct{})}, nil
+	queue, err := os.OpenFile(dir+"/wait.lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		_ = lock.Close()
+		_ = intent.Close()
+		return nil, err
+	}
+	return &store{path: path, lock: lock, intent: intent, queue: queue, hold: hold, timeout: timeout, sync: fsync, changed: make(chan struct{})}, nil
 }
 
 // broadcast wakes every goroutine waiting for a change; s.mu is held.
@@ -135,18 +147,19 @@ func (s *store) acquire(ctx context.Context, write bool) (*bolt.DB, error) {
 			if s.timeout > 0 {
 				deadline = time.Now().Add(s.timeout)
 			}
-			db, ident, err := s.open(ctx, deadline, write)
+			yielded := s.yielded
+			s.yielded = false
+			db, ident, err := s.open(ctx, deadline, write, yielded)
 			s.mu.Lock()
 			s.opening = false
 			if err == nil {
 				s.gen++
 				s.db, s.rw, s.refs, s.ident = db, write, 1, ident
 				s.expired = s.closed
-				gen, hold := s.gen, s.hold
-				if hold <= 0 {
-					hold = overlapHold
-				}
-				s.timer = time.AfterFunc(hold, func() { s.expire(gen) })
+				gen := s.gen
+				s.openedAt = time.Now()
+				s.lastUse = s.openedAt
+				s.timer = time.AfterFunc(s.nextTick(s.openedAt), func() { s.tick(gen) })
 			}
 			s.broadcast()
 			s.mu.Unlock()
@@ -182,7 +195,9 @@ func (s *store) acquire(ctx context.Context, write bool) (*bolt.DB, error) {
 // release ends an operation on the handle acquire returned. The last
 // operation on a handle that takes no new ones (its hold ended, it is
 // damaged, or it is read-only and a writer waits) closes it; without a hold
-// (WithHold(0)) the last operation in flight does when no other waits.
+// (WithHold(0)) the last operation in flight does when no other waits. So
+// does the last operation in flight when another process waits for the
+// store lock (see queue): the hold is for a process alone.
 func (s *store) release() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -190,25 +205,70 @@ func (s *store) release() {
 	if s.refs > 0 {
 		return
 	}
-	if s.expired || (s.hold <= 0 && s.waiting == 0) {
+	now := time.Now()
+	s.lastUse = now
+	switch {
+	case s.expired || (s.hold <= 0 && s.waiting == 0):
 		s.closeLocked()
+	case now.Sub(s.lookedAt) >= lookEvery:
+		s.lookedAt = now
+		if othersWait(s.queue) {
+			// Another process waits for the file: let it go now
+			// rather than at the end of the hold.
+			s.expired, s.yielded = true, true
+			s.closeLocked()
+		}
 	}
 	s.broadcast()
 }
 
-// expire is the hold timer of handle gen.
-func (s *store) expire(gen uint64) {
+// holdOf is how long a handle may take operations.
+func (s *store) holdOf() time.Duration {
+	if s.hold <= 0 {
+		return overlapHold
+	}
+	return s.hold
+}
+
+// nextTick is how long after now the timer of the handle looks at it
+// again: after idleClose, or at the end of its hold if sooner. s.mu is
+// held.
+func (s *store) nextTick(now time.Time) time.Duration {
+	return max(min(idleClose, s.openedAt.Add(s.holdOf()).Sub(now)), 0)
+}
+
+// tick is the timer of handle gen: it closes the handle once its hold has
+// ended, or earlier when the process has not used it for idleClose or when
+// another process waits for the file; it looks again otherwise.
+func (s *store) tick(gen uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil || s.gen != gen {
 		return
 	}
-	s.expired = true
-	if s.refs == 0 {
+	now := time.Now()
+	switch {
+	case now.Sub(s.openedAt) >= s.holdOf():
+		s.expired = true
+		if s.refs == 0 {
+			s.closeLocked()
+		}
+	case s.refs == 0 && now.Sub(s.lastUse) >= idleClose:
 		s.closeLocked()
+	case s.refs == 0 && othersWait(s.queue):
+		s.yielded = true
+		s.closeLocked()
+	default:
+		s.timer.Reset(s.nextTick(now))
+		return
 	}
 	s.broadcast()
 }
+
+// idleClose is how long a handle stays open while the process makes no
+// operation, however long its hold: holding the file is worth it only for
+// operations that follow each other closely.
+const idleClose = time.Millisecond
 
 // markDamaged records that the file of the current handle is damaged: the
 // handle takes no new operation, and the next open replaces the file.
@@ -250,7 +310,7 @@ func (s *store) close() error {
 	}
 	s.broadcast()
 	s.mu.Unlock()
-	return errors.Join(s.lock.Close(), s.intent.Close())
+	return errors.Join(s.lock.Close(), s.intent.Close(), s.queue.Close())
 }
 
 // waitChange waits for ch to be closed or ctx to end.
@@ -265,8 +325,12 @@ func waitChange(ctx context.Context, ch <-chan struct{}) error {
 
 // open takes the store lock and opens the file, read-write if write. A
 // read-write open replaces a damaged file (see replace). It returns the
-// identity of the file it opened.
-func (s *store) open(ctx context.Context, deadline time.Time, write bool) (*bolt.DB, os.FileInfo, error) {
+// identity of the file it opened. A process that has just let the file go
+// for another one (yielded) first gives it way.
+func (s *store) open(ctx context.Context, deadline time.Time, write, yielded bool) (*bolt.DB, os.FileInfo, error) {
+	if yielded {
+		s.giveWay(ctx)
+	}
 	if err := s.lockStore(ctx, deadline, write); err != nil {
 		return nil, nil, err
 	}
@@ -402,7 +466,7 @@ const (
 // shared for a reader, which goes in only while no writer waits or writes.
 func (s *store) lockStore(ctx context.Context, deadline time.Time, write bool) error {
 	if !write {
-		err := poll(ctx, deadline, func() (bool, error) {
+		err := s.pollQueued(ctx, deadline, func() (bool, error) {
 			// No writer holds or waits for the writer lock: come in.
 			ok, err := tryFlock(s.intent, unix.LOCK_SH)
 			if !ok || err != nil {
@@ -416,15 +480,72 @@ func (s *store) lockStore(ctx context.Context, deadline time.Time, write bool) e
 		}
 		return nil
 	}
-	if err := poll(ctx, deadline, func() (bool, error) { return tryFlock(s.intent, unix.LOCK_EX) }); err != nil {
+	if err := s.pollQueued(ctx, deadline, func() (bool, error) { return tryFlock(s.intent, unix.LOCK_EX) }); err != nil {
 		return fmt.Errorf("writer lock: %w", err)
 	}
-	if err := poll(ctx, deadline, func() (bool, error) { return tryFlock(s.lock, unix.LOCK_EX) }); err != nil {
+	if err := s.pollQueued(ctx, deadline, func() (bool, error) { return tryFlock(s.lock, unix.LOCK_EX) }); err != nil {
 		_ = unix.Flock(int(s.intent.Fd()), unix.LOCK_UN)
 		return fmt.Errorf("store lock: %w", err)
 	}
 	return nil
 }
+
+// pollQueued is poll(try) with this process in the queue after its first
+// failed try: it holds wait.lock shared while it waits, which tells the
+// holders of the store that someone waits (othersWait).
+func (s *store) pollQueued(ctx context.Context, deadline time.Time, try func() (bool, error)) error {
+	if ok, err := try(); ok || err != nil {
+		return err
+	}
+	queued := false
+	defer func() {
+		if queued {
+			_ = unix.Flock(int(s.queue.Fd()), unix.LOCK_UN)
+		}
+	}()
+	return poll(ctx, deadline, func() (bool, error) {
+		if !queued {
+			// Fails only while a holder looks (othersWait): then
+			// next time.
+			ok, err := tryFlock(s.queue, unix.LOCK_SH)
+			if err != nil {
+				return false, err
+			}
+			queued = ok
+		}
+		return try()
+	})
+}
+
+// othersWait reports whether a process waits for the store lock: it holds
+// wait.lock shared, so an exclusive try fails.
+func othersWait(queue *os.File) bool {
+	ok, err := tryFlock(queue, unix.LOCK_EX)
+	if err != nil {
+		return false
+	}
+	if ok {
+		_ = unix.Flock(int(queue.Fd()), unix.LOCK_UN)
+	}
+	return !ok
+}
+
+// giveWay waits, for at most giveWayFor, until no process waits for the
+// store lock: the one this process let the file go for has taken it (and
+// left the queue). Without it the goroutines of this process, which never
+// sleep to poll, would take the lock again before the other process, which
+// does, wakes up.
+func (s *store) giveWay(ctx context.Context) {
+	_ = poll(ctx, time.Now().Add(giveWayFor), func() (bool, error) { return !othersWait(s.queue), nil })
+}
+
+// lookEvery is how often, at most, release looks for processes waiting
+// for the store lock (two flock calls).
+const lookEvery = 100 * time.Microsecond
+
+// giveWayFor bounds giveWay: twice the longest sleep of a poll, so that a
+// waiting process has woken up at least once.
+const giveWayFor = 2 * maxStorePoll
 
 // unlockStore releases what lockStore took.
 func (s *store) unlockStore(write bool) {
