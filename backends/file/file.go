@@ -143,9 +143,10 @@ func WithSync(on bool) Option { return func(c *config) { c.sync = on } }
 func withClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
 
 // New returns a backend keeping its files in dir, which it creates if
-// needed: data.db (the bbolt file), store.lock and writer.lock (the store
-// locks) and keys/ (the dogpile locks, one file per locked key). Every
-// process of the host that opens the same dir shares the cache.
+// needed: data.db (the bbolt file), store.lock, writer.lock and wait.lock
+// (the locks that share it, see "Sharing the file") and keys/ (the dogpile
+// locks, one file per locked key). Every process of the host that opens the
+// same dir shares the cache.
 //
 // New opens the file once: a damaged file is replaced by an empty one
 // (Stats().Resets counts it); a bbolt file of another program makes New
