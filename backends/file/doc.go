@@ -114,7 +114,7 @@
 // recently accessed ones, through two indexes: expiry ‖ key and
 // access ‖ key. An entry is accessed when it is written, and when it is
 // read: reads are read-only transactions, so a process remembers what it
-// read (up to 16384 keys) and writes those accesses with its next write
+// read (up to 4096 keys) and writes those accesses with its next write
 // transaction, or at the latest after WithStampFlush (default 1s). Between
 // two processes the order is therefore approximate: one process's reads
 // count for eviction only once that process has written them. The file

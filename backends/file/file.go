@@ -57,7 +57,7 @@ const counterStartBits = 48
 
 // maxPending bounds the accesses a process remembers between two writes
 // (see "Eviction"); accesses to other keys beyond it are not recorded.
-const maxPending = 1 << 14
+const maxPending = 1 << 12
 
 // Backend is a region.Backend that keeps its entries in one bbolt file
 // shared by the processes of one host. It is safe for concurrent use.
