@@ -7,6 +7,8 @@ package all
 
 import (
 	// Each registers its backend from an init function.
+	_ "github.com/dogpile-go/dogpile/backends/file"
+	_ "github.com/dogpile-go/dogpile/backends/memcache"
 	_ "github.com/dogpile-go/dogpile/backends/memory"
 	_ "github.com/dogpile-go/dogpile/backends/null"
 	_ "github.com/dogpile-go/dogpile/backends/redis"
