@@ -293,7 +293,7 @@ func TestFeedSharedDedup(t *testing.T) {
 			s := l.Stats()
 			done += s.Applies + s.Deduplicated + s.TakenOver
 		}
-		return done == 2*n // n memory applies, n shared decisions
+		return done >= 2*n // n memory applies, n shared decisions
 	}
 	waitFor(t, "every listener applied or deduplicated the transaction", settled)
 	time.Sleep(2 * dogpile.FeedClaimWait) // a late take-over would show
