@@ -585,7 +585,8 @@ func (l *Listener) applyShared(ctx context.Context, i int, txs []feedTx) {
 	be := r.Backend()
 	var mine []feedTx
 	var done []region.Item
-	for _, tx := range txs {
+claims:
+	for k, tx := range txs {
 		key := l.claimKey(r, tx)
 		l.hook(ctx, func(h *feedHooks) func(context.Context) { return h.beforeClaim })
 		ok, err := be.SetIf(ctx, region.Item{Key: key, Value: feedClaimed, TTL: feedClaimTTL}, []region.Guard{{Key: key}})
@@ -596,7 +597,10 @@ func (l *Listener) applyShared(ctx context.Context, i int, txs []feedTx) {
 			}
 			l.claimErrors.Add(1)
 			l.setErr(fmt.Errorf("claim transaction %s in region %q: %w", tx.id, name, err))
-			mine = append(mine, tx) // no deduplication without the backend
+			// No deduplication without the backend, and no more claims in
+			// this batch: each would wait for the backend's timeout.
+			mine = append(mine, txs[k:]...)
+			break claims
 		case ok:
 			l.hook(ctx, func(h *feedHooks) func(context.Context) { return h.afterClaim })
 			if ctx.Err() != nil {

@@ -285,3 +285,67 @@ func TestFeedWriterRedisCut(t *testing.T) {
 		})
 	}
 }
+
+// TestFeedListenerRedisCut: the listening process loses Redis (cut proxy)
+// when a notification arrives: its claim and its invalidation fail, and it
+// counts both (Stats). Its region keeps the invalidation, bypasses the
+// table meanwhile (its own reads are fresh) and retries it: once Redis is
+// reachable again, the invalidation lands, and a process that never had a
+// listener (its own Redis connection, same region) reads the new value.
+func TestFeedListenerRedisCut(t *testing.T) {
+	srv := testharness.SharedRedis(t)
+	prefix := uniquePrefix(t)
+	dsn := newPostgresDB(t, 0)
+	proxy := startCutProxy(t, srv.Addr)
+	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	defer cancel()
+
+	ldb, _ := openPostgres(t, dsn)
+	must(t, dogpile.InstallPostgresTriggers(ctx, ldb))
+	usePlugin(t, ldb, feedRegion(t, proxy.Addr(), prefix, redisbackend.WithTimeout(200*time.Millisecond)))
+	l, err := dogpile.ListenPostgres(ctx, ldb)
+	must(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+
+	odb, _ := openPostgres(t, dsn)
+	usePlugin(t, odb, feedRegion(t, srv.Addr, prefix))
+	for range 2 {
+		if v, err := cachedValue(odb); err != nil || v != 0 {
+			t.Fatalf("priming: %d, %v; want 0", v, err)
+		}
+	}
+
+	proxy.Cut()
+	if _, err := testharness.SharedPostgres(t).Psql(ctx, dsn, "UPDATE items SET value = 1 WHERE id = 1"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(feedBound)
+	for s := l.Stats(); s.ApplyErrors == 0 || s.ClaimErrors == 0; s = l.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the listener counted no claim and apply errors while Redis was cut: %+v", s)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s := l.Stats()
+	t.Logf("while cut: %+v", s)
+	if v, err := cachedValue(ldb); err != nil || v != 1 {
+		t.Fatalf("the listening process read %d, %v while cut; want 1 (its region bypasses the table)", v, err)
+	}
+	if v, err := cachedValue(odb); err != nil || v != 0 {
+		t.Fatalf("the other process read %d, %v while cut; want the stale 0 (nothing reached Redis)", v, err)
+	}
+	proxy.Restore()
+	restored := time.Now()
+	for {
+		v, err := cachedValue(odb)
+		must(t, err)
+		if v == 1 {
+			break
+		}
+		if time.Since(restored) > feedBound {
+			t.Fatalf("the other process still reads %d %v after Redis came back: the retried invalidation never landed", v, feedBound)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("the retried invalidation landed %v after Redis came back; listener %+v", time.Since(restored), l.Stats())
+}
