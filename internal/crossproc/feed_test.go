@@ -2,15 +2,19 @@ package crossproc
 
 import (
 	"context"
+	"net"
 	"os"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 
 	"github.com/dogpile-go/dogpile"
+	"github.com/dogpile-go/dogpile/backends/memory"
 	redisbackend "github.com/dogpile-go/dogpile/backends/redis"
 	"github.com/dogpile-go/dogpile/internal/testharness"
 	"github.com/dogpile-go/dogpile/region"
@@ -348,4 +352,68 @@ func TestFeedListenerRedisCut(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Logf("the retried invalidation landed %v after Redis came back; listener %+v", time.Since(restored), l.Stats())
+}
+
+// TestFeedListenerConnectionBlackholed: the listener's connection dies
+// silently (a TCP proxy in front of PostgreSQL black-holes it: the server's
+// side is closed, the listener's stays open and is never answered). The
+// keep-alive ping notices it within feedKeepAlive + feedPingTimeout (15 s:
+// this test takes that long); the listener connects again once the path is
+// back, and the write committed meanwhile, whose notification was lost, is
+// not served stale afterwards.
+func TestFeedListenerConnectionBlackholed(t *testing.T) {
+	dsn := newPostgresDB(t, 0)
+	pg := testharness.SharedPostgres(t)
+	proxy := startCutProxy(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(pg.Port)))
+	_, port, err := net.SplitHostPort(proxy.Addr())
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	defer cancel()
+	direct, _ := openPostgres(t, dsn)
+	must(t, dogpile.InstallPostgresTriggers(ctx, direct))
+
+	// The application reaches PostgreSQL through the proxy, and so does
+	// its listener (the dialector's DSN); keyword DSNs keep the last port.
+	db, err := gorm.Open(postgres.Open(dsn+" port="+port), &gorm.Config{Logger: logger.Discard})
+	must(t, err)
+	t.Cleanup(func() {
+		if sqlDB, err := db.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	r := region.New(memory.New(), region.WithName("default"), region.WithExpiration(10*time.Minute))
+	t.Cleanup(func() { _ = r.Close() })
+	usePlugin(t, db, r)
+	l, err := dogpile.ListenPostgres(ctx, db)
+	must(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	for range 2 {
+		if v, err := cachedValue(db); err != nil || v != 0 {
+			t.Fatalf("priming: %d, %v; want 0", v, err)
+		}
+	}
+
+	proxy.Cut()
+	cut := time.Now()
+	if _, err := pg.Psql(ctx, dsn, "UPDATE items SET value = 1 WHERE id = 1"); err != nil {
+		t.Fatal(err)
+	}
+	for l.Stats().Disconnects == 0 {
+		if time.Since(cut) > 30*time.Second {
+			t.Fatalf("the silent drop was not noticed within 30 s: %+v", l.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	noticed := time.Since(cut)
+	proxy.Restore()
+	for l.Stats().Reconnects == 0 {
+		if time.Since(cut) > eventually {
+			t.Fatalf("no reconnect: %+v", l.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("silent drop noticed after %v, listening again after %v: %+v", noticed, time.Since(cut), l.Stats())
+	if v, err := cachedValue(db); err != nil || v != 1 {
+		t.Fatalf("after the reconnect: %d, %v; want 1 (the write made while the connection was black-holed)", v, err)
+	}
 }
