@@ -80,7 +80,11 @@ const feedInstallLock = 0x646f6770696c65 // "dogpile"
 // transaction that writes a table with the trigger takes PostgreSQL's
 // notification queue lock at commit, which serialises the commits of such
 // transactions across the server: measure before installing it on tables
-// written by many concurrent sessions.
+// written by many concurrent sessions. PostgreSQL keeps each notification
+// until every session listening on the channel has read it: a listener that
+// stops reading with its connection still open (a paused process) makes
+// the queue grow, and once it is full (8 GB by default) commits that notify
+// fail; pg_notification_queue_usage() tells how full it is.
 func InstallPostgresTriggers(ctx context.Context, db *gorm.DB, tables ...string) error {
 	if db == nil || db.Dialector == nil {
 		return fmt.Errorf("%w: no database", ErrNotPostgres)
