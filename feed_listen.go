@@ -99,6 +99,7 @@ type Listener struct {
 // nothing.
 type feedHooks struct {
 	beforeReconnect func(ctx context.Context) // after a drop, before the next attempt
+	afterRelisten   func(ctx context.Context) // listening again, before invalidating everything
 	beforeClaim     func(ctx context.Context) // before claiming a transaction in a shared region
 	afterClaim      func(ctx context.Context) // once claimed, before invalidating
 }
@@ -386,7 +387,10 @@ func (l *Listener) run(ctx, firstCtx context.Context, first chan<- error) {
 			}()
 			if attempt > 0 {
 				// Listening again: what was committed since the last
-				// notification received may have been missed.
+				// notification received may have been missed. In this
+				// order: a commit from now on is notified, one before is
+				// invalidated here.
+				l.hook(ctx, func(h *feedHooks) func(context.Context) { return h.afterRelisten })
 				if err := l.p.invalidateEverything(ctx, ""); err != nil {
 					l.applyErrors.Add(1)
 					l.setErr(fmt.Errorf("invalidate everything after reconnecting: %w", err))

@@ -331,17 +331,17 @@ func TestFeedClaimerDies(t *testing.T) {
 	db, other := open()
 	claimed := make(chan struct{})
 	var once sync.Once
-	dogpile.FeedHooks(dier, nil, nil, func(ctx context.Context) {
+	dogpile.SetFeedHooks(dier, dogpile.FeedTestHooks{AfterClaim: func(ctx context.Context) {
 		once.Do(func() { close(claimed) })
 		<-ctx.Done() // never invalidates, never marks done
-	})
-	dogpile.FeedHooks(other, nil, func(ctx context.Context) {
+	}})
+	dogpile.SetFeedHooks(other, dogpile.FeedTestHooks{BeforeClaim: func(ctx context.Context) {
 		select { // let the dier claim first
 		case <-claimed:
 		case <-ctx.Done():
 		case <-time.After(feedBound):
 		}
-	}, nil)
+	}})
 	feedPrime(t, db)
 	psql(t, dsn, "UPDATE feed_items SET value = 3 WHERE id = 1")
 	committed := time.Now()
@@ -373,13 +373,13 @@ func TestFeedReconnect(t *testing.T) {
 			l := feedListen(t, db.DB)
 			dropped := make(chan struct{}, 1)
 			release := make(chan struct{})
-			dogpile.FeedHooks(l, func(ctx context.Context) {
+			dogpile.SetFeedHooks(l, dogpile.FeedTestHooks{BeforeReconnect: func(ctx context.Context) {
 				dropped <- struct{}{}
 				select {
 				case <-release:
 				case <-ctx.Done():
 				}
-			}, nil, nil)
+			}})
 			sharedRead := func() int64 {
 				var it FeedItem
 				dbtest.Must(t, db.Scopes(dogpile.FromCache("shared")).First(&it, 1).Error)
@@ -434,6 +434,48 @@ func TestFeedReconnect(t *testing.T) {
 			psql(t, dsn, "UPDATE feed_items SET value = 6 WHERE id = 1")
 			committed := time.Now()
 			t.Logf("write after the reconnect: fresh after %v", untilFresh(t, db.DB, 6, committed))
+
+			// The order of listening again: an entry filled from the old
+			// row, then a write committed, between the LISTEN and the
+			// invalidation of everything, is not served afterwards (were
+			// the two the other way round, both would fall between them:
+			// the entry filled after the invalidation, the notification
+			// sent before the LISTEN). Another session listens too and
+			// reads the write's notification before the hook returns:
+			// PostgreSQL starts a new listener no earlier than the other
+			// listeners of the database, so it could not deliver it to a
+			// LISTEN made after.
+			other, err := pgx.Connect(context.Background(), dsn)
+			dbtest.Must(t, err)
+			defer other.Close(context.Background())
+			_, err = other.Exec(context.Background(), "LISTEN "+dogpile.PostgresFeedChannel)
+			dbtest.Must(t, err)
+			feedPrime(t, db)
+			dogpile.SetFeedHooks(l, dogpile.FeedTestHooks{AfterRelisten: func(ctx context.Context) {
+				// On the listener's goroutine: no Fatal.
+				var it FeedItem
+				if err := db.Scopes(dogpile.FromCache("default")).First(&it, 1).Error; err != nil || it.Value != 6 {
+					t.Errorf("read while listening again: %d, %v; want 6", it.Value, err)
+				}
+				if _, err := testharness.SharedPostgres(t).Psql(ctx, dsn, "UPDATE feed_items SET value = 8 WHERE id = 1"); err != nil {
+					t.Error(err)
+				}
+				wctx, cancel := context.WithTimeout(ctx, feedBound)
+				defer cancel()
+				if _, err := other.WaitForNotification(wctx); err != nil {
+					t.Errorf("the other listener got no notification: %v", err)
+				}
+			}})
+			// Terminated past the plugin (which takes a SELECT of a
+			// function for a write of unknown tables, and would invalidate
+			// everything itself).
+			sqlDB, err := db.DB.DB()
+			dbtest.Must(t, err)
+			dbtest.Must(t, sqlDB.QueryRow("SELECT pg_terminate_backend($1)", dogpile.FeedListenerPID(l)).Scan(&ok))
+			waitFor(t, "second reconnect", func() bool { return l.Stats().Reconnects == 2 })
+			if v := feedCached(t, db.DB); v != 8 {
+				t.Fatalf("after the second reconnect the cached read returned %d; want 8 (committed while it listened again)", v)
+			}
 		})
 	}
 }
