@@ -49,7 +49,9 @@ import (
 // sslmode=disable"): the benchmark creates and drops its databases there.
 // The server settings in use are logged (--- BENCH: BenchmarkWrites/…).
 // DOGPILE_BENCH_WRITE_ROTATE=k runs the modes of each case in an order
-// rotated by k.
+// rotated by k. DOGPILE_BENCH_FEED=1 measures the writes with the
+// PostgreSQL invalidation feed: the triggers on the tables (every mode) and
+// a listener on the plugin (memory and redis), whose stats are logged.
 
 // wbAuthor is the parent of wbItem (belongs-to).
 type wbAuthor struct {
@@ -243,6 +245,10 @@ func wbSetup(b *testing.B, mode string) *wbEnv {
 	}
 	wbMust(b, seed.CreateInBatches(&notes, 200).Error)
 	wbMust(b, seed.Exec("VACUUM ANALYZE").Error)
+	feed := os.Getenv("DOGPILE_BENCH_FEED") == "1"
+	if feed {
+		wbMust(b, dogpile.InstallPostgresTriggers(context.Background(), seed))
+	}
 
 	env.db = wbOpen(b, pool)
 	var backend region.Backend
@@ -265,6 +271,11 @@ func wbSetup(b *testing.B, mode string) *wbEnv {
 	}
 	env.region = region.New(backend, region.WithName("default"), region.WithExpiration(10*time.Minute))
 	wbMust(b, env.db.Use(dogpile.New(map[string]*region.Region{"default": env.region})))
+	if feed {
+		l, err := dogpile.ListenPostgres(context.Background(), env.db)
+		wbMust(b, err)
+		b.Cleanup(func() { b.Logf("feed listener: %+v", l.Stats()); _ = l.Close() })
+	}
 	return env
 }
 

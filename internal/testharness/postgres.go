@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -403,4 +404,37 @@ func removeSysVSegment(dataDir string) {
 		return
 	}
 	_, _ = unix.SysvShmCtl(id, unix.IPC_RMID, nil)
+}
+
+// psqlPath is the psql binary next to the server's initdb and postgres.
+var psqlPath = sync.OnceValues(func() (string, error) {
+	binDir, err := postgresBinDir()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(binDir, "psql")
+	if !isExecutable(path) {
+		return "", &errMissing{binary: "psql in " + binDir, pkg: "postgresql-client"}
+	}
+	return path, nil
+})
+
+// Psql runs sql with the real psql client (the one installed with the
+// server) against the database of dsn (a DSN of s, as DSN and NewDatabase
+// return it), as an application other than the tests would: its own
+// process and connection, autocommit, no psqlrc, stopping at the first
+// error. It returns what psql printed (unaligned, tuples only), and an
+// error holding that output when psql fails.
+func (s *PostgresServer) Psql(ctx context.Context, dsn, sql string) (string, error) {
+	path, err := psqlPath()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, path, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql)
+	cmd.Env = append(os.Environ(), "PGCONNECT_TIMEOUT=10")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("psql %q on port %d: %w: %s", sql, s.Port, err, out)
+	}
+	return string(out), nil
 }
