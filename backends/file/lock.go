@@ -180,4 +180,16 @@ func (l *Lock) free() (bool, error) {
 	return ok, nil // closing f drops the shared flock
 }
 
-var _ region.Mutex = (*Lock)(nil)
+// Locked reports whether some process holds the lock now
+// (region.LockProber, for Region.KeyIsLocked). It probes with a shared
+// flock, held for an instant: a TryLock of another process at that very
+// moment fails, and that process waits for the lock as for any holder.
+func (l *Lock) Locked(context.Context) (bool, error) {
+	free, err := l.free()
+	return !free, err
+}
+
+var (
+	_ region.Mutex      = (*Lock)(nil)
+	_ region.LockProber = (*Lock)(nil)
+)

@@ -252,6 +252,18 @@ func (l *Lock) Fence() region.Guard {
 // free, ctx's error when ctx ends first, and an error if memcached cannot
 // be asked: the holder could not finish either, so it is not worth waiting
 // for.
+// Locked reports whether some process holds the lock now
+// (region.LockProber, for Region.KeyIsLocked): whether its item exists.
+func (l *Lock) Locked(ctx context.Context) (bool, error) {
+	return run(ctx, l.b, "probe lock", func() (bool, error) {
+		_, err := l.b.client.Get(l.key)
+		if errors.Is(err, memcache.ErrCacheMiss) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+}
+
 func (l *Lock) Wait(ctx context.Context) error {
 	longest := maxWaitPoll
 	if l.b.timeout > 0 {
@@ -287,6 +299,8 @@ func (l *Lock) Wait(ctx context.Context) error {
 var (
 	_ region.Mutex  = (*Lock)(nil)
 	_ region.Fencer = (*Lock)(nil)
+
+	_ region.LockProber = (*Lock)(nil)
 )
 
 // releaser releases in the background the locks whose release failed: an
