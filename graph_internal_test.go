@@ -116,3 +116,17 @@ func TestGraphReadTables(t *testing.T) {
 		t.Errorf("unknown catalog: %v", got)
 	}
 }
+
+// TestGraphStaleWithoutStatement: a write reported from outside (the
+// feed, data_version) has no statement; with the graph stale (after
+// invalidateEverything) it reads the graph again rather than crashing.
+func TestGraphStaleWithoutStatement(t *testing.T) {
+	p := New(nil)
+	p.dialect = "sqlite" // and no pool: the catalog cannot be read
+	p.graph.cur.Store(unknownGraph)
+	p.graphStale()
+	tags, all := p.writeTags(nil, []string{"t"}, writeAny, false)
+	if !all || tags != nil {
+		t.Errorf("writeTags with no statement and no pool = %v, %v; want everything (the catalog could not be read)", tags, all)
+	}
+}

@@ -499,7 +499,7 @@ func warnWithoutPlugin(db *gorm.DB, fn string) {
 }
 
 func contextOf(db *gorm.DB) context.Context {
-	if db.Statement != nil && db.Statement.Context != nil {
+	if db != nil && db.Statement != nil && db.Statement.Context != nil {
 		return db.Statement.Context
 	}
 	return context.Background()
