@@ -113,8 +113,43 @@ func (s *MemcachedServer) Start() error {
 // Pause stops the server process with SIGSTOP: it keeps its port and its
 // connections, and the kernel still accepts new ones, but nothing is
 // answered until Resume. That is a server that hangs, not one that is down.
+//
+// It returns once every thread of the server is stopped: kill returns
+// before the signal has stopped the process, and a worker thread still
+// running could answer the next command.
 func (s *MemcachedServer) Pause() {
 	s.signal(syscall.SIGSTOP)
+	if pid := s.Pid(); pid != 0 {
+		waitStopped(pid)
+	}
+}
+
+// waitStopped waits, for up to 5 s, until every thread of process pid is in
+// the stopped state ('T' in /proc/PID/task/TID/stat).
+func waitStopped(pid int) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return // gone, or no /proc: nothing to wait for
+		}
+		stopped := true
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err != nil {
+				continue
+			}
+			// The state follows the command's closing parenthesis.
+			if i := strings.LastIndexByte(string(b), ')'); i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Resume lets a paused server run again (SIGCONT). Resume on a server that
