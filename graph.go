@@ -130,6 +130,7 @@ func (p *Plugin) schema(db *gorm.DB) *schemaGraph {
 	if !p.graph.stale.Load() {
 		return p.graph.cur.Load()
 	}
+	var via gorm.ConnPool
 	if db != nil && db.Statement != nil {
 		if tx, foreign := txOf(db.Statement.ConnPool); (tx != nil && tx.open()) || foreign {
 			return p.graph.cur.Load()
@@ -137,9 +138,19 @@ func (p *Plugin) schema(db *gorm.DB) *schemaGraph {
 		if _, pinned := db.Statement.ConnPool.(interface{ Raw(func(any) error) error }); pinned {
 			return p.graph.cur.Load() // a pinned connection (db.Connection) may hold a raw transaction
 		}
+		// A transaction ended by a raw COMMIT still holds its connection:
+		// read through it, not through a pool that may have no other.
+		via = db.Statement.ConnPool
 	}
-	return p.reloadGraph(contextOf(db), nil)
+	return p.reloadGraph(contextOf(db), via)
 }
+
+// graphLoadTimeout bounds one reading of the catalog. A caller that holds
+// the only connection of a pool elsewhere (InvalidateTables on the outer
+// *gorm.DB inside db.Transaction, say) would otherwise wait for it for
+// ever; it gets the unknown graph instead, which invalidates more, never
+// less.
+const graphLoadTimeout = 2 * time.Second
 
 // graphStale marks the graph to be read again: DDL ran.
 func (p *Plugin) graphStale() { p.graph.stale.Store(true) }
@@ -164,7 +175,9 @@ func (p *Plugin) reloadGraph(ctx context.Context, via gorm.ConnPool) *schemaGrap
 		via = p.rawPool
 	}
 	gs.stale.Store(false) // before reading: DDL from now on makes it stale again
-	g, err := loadGraph(background(ctx), via, p.dialect)
+	lctx, cancel := context.WithTimeout(background(ctx), graphLoadTimeout)
+	defer cancel()
+	g, err := loadGraph(lctx, via, p.dialect)
 	if err != nil {
 		gs.stale.Store(true)
 		gs.lastFail.Store(time.Now().UnixNano())

@@ -284,8 +284,12 @@ func (t *txConn) Commit() error {
 	}
 	err := t.committer.Commit()
 	_ = t.plugin.apply(ctx, pending, phasePost) // retried by the regions
-	if hasDDL(pending) {
-		t.plugin.reloadGraph(ctx, nil) // its connection is back in the pool
+	if hasDDL(pending) || t.plugin.graph.stale.Load() {
+		// Its DDL, or a graph left stale (by a read of the catalog that
+		// failed, or by writes reported from outside) that the writes of
+		// transactions, GORM's default ones included, never read again:
+		// its connection is back in the pool now.
+		t.plugin.reloadGraph(ctx, nil)
 	}
 	return err
 }

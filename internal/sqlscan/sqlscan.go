@@ -95,9 +95,9 @@ type TxOp struct {
 }
 
 // Scan reads sql. It is forgiving: text it cannot follow is skipped.
-func Scan(sql string) Statement {
+func Scan(sql string) (st Statement) {
 	toks := tokenize(sql)
-	var st Statement
+	defer func() { laterStatements(&st, toks) }()
 	if len(toks) == 0 {
 		st.Kind = Control
 		return st
@@ -127,7 +127,8 @@ func Scan(sql string) Statement {
 		return st
 	case "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "SET", "RESET", "DISCARD", "DEALLOCATE", "PREPARE", "EXECUTE", "LISTEN", "UNLISTEN", "NOTIFY":
 		st.Kind = Control
-	case "CREATE", "ALTER", "DROP", "RENAME":
+	case "CREATE", "ALTER", "DROP", "RENAME", "DO", "CALL":
+		// DDL, or code that may run some.
 		st.Kind = Unknown
 		st.DDL = true
 	default:
@@ -278,6 +279,31 @@ func Scan(sql string) Statement {
 		st.Kind = Unknown
 	}
 	return st
+}
+
+// laterStatements folds into st what the statements after the first one of
+// a text do beyond what the scan of its tokens found: one that may change
+// the schema (CREATE, ALTER, DROP, RENAME, DO, CALL) makes the text DDL,
+// and one whose effect cannot be read (those, and any other statement that
+// is not a read, a write or transaction control) makes it Unknown.
+func laterStatements(st *Statement, toks []token) {
+	for i := 1; i < len(toks); i++ {
+		if !toks[i-1].semicolon() || toks[i].semicolon() {
+			continue
+		}
+		switch toks[i].upper() {
+		case "SELECT", "WITH", "VALUES", "SHOW", "EXPLAIN", "PRAGMA", "TABLE", "(",
+			"INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "TRUNCATE", "UPSERT",
+			"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "SET", "RESET", "DISCARD", "DEALLOCATE", "PREPARE", "EXECUTE", "LISTEN", "UNLISTEN", "NOTIFY":
+			// Read by the token scan: its tables, its writes, its
+			// transaction control.
+		case "CREATE", "ALTER", "DROP", "RENAME", "DO", "CALL":
+			st.Kind = Unknown
+			st.DDL = true
+		default:
+			st.Kind = Unknown
+		}
+	}
 }
 
 // nameAfter returns the name at toks[0], skipping an optional keyword kw.

@@ -7,14 +7,23 @@ import (
 
 func TestScanDDL(t *testing.T) {
 	for sql, want := range map[string]bool{
-		"CREATE VIEW v AS SELECT 1":             true,
-		"  alter table a add constraint fk ...": true,
-		"DROP TRIGGER IF EXISTS t ON a":         true,
-		"CALL proc()":                           false,
-		"SELECT 1":                              false,
+		"CREATE VIEW v AS SELECT 1":                 true,
+		"  alter table a add constraint fk ...":     true,
+		"DROP TRIGGER IF EXISTS t ON a":             true,
+		"CALL proc()":                               true, // may run DDL
+		"DO $$ BEGIN EXECUTE 'DROP VIEW v'; END $$": true,
+		"BEGIN; ALTER TABLE a ADD CONSTRAINT f FOREIGN KEY (x) REFERENCES b ON DELETE CASCADE; COMMIT": true,
+		"SET search_path = x; CREATE VIEW v AS SELECT 1":                                               true,
+		"SELECT 1; DROP VIEW v":             true,
+		"BEGIN; UPDATE a SET x = 1; COMMIT": false,
+		"SELECT 1":                          false,
 	} {
-		if got := Scan(sql).DDL; got != want {
-			t.Errorf("Scan(%q).DDL = %v, want %v", sql, got, want)
+		st := Scan(sql)
+		if st.DDL != want {
+			t.Errorf("Scan(%q).DDL = %v, want %v", sql, st.DDL, want)
+		}
+		if want && st.Kind != Unknown {
+			t.Errorf("Scan(%q).Kind = %d, want Unknown: its effect cannot be read", sql, st.Kind)
 		}
 	}
 }
