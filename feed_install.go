@@ -132,14 +132,22 @@ func installFeed(tx *gorm.DB, tables []string) error {
 		execute = "PROCEDURE"
 	}
 	fn := pgx.Identifier{*info.Schema, PostgresFeedFunction}.Sanitize()
-	body := "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS trigger LANGUAGE plpgsql AS $dogpile$\n" +
-		"BEGIN\n" +
+	src := "\nBEGIN\n" +
 		"\tPERFORM pg_notify('" + PostgresFeedChannel + "', " + xid + " || ':' || TG_TABLE_NAME);\n" +
 		"\tRETURN NULL;\n" +
-		"END\n" +
-		"$dogpile$"
-	if err := tx.Exec(body).Error; err != nil {
-		return fmt.Errorf("create function %s: %w", fn, err)
+		"END\n"
+	// Replacing the function is DDL, which makes every entry of the
+	// plugin's regions a miss: an application that installs at every
+	// start replaces it only when this version's differs.
+	var have0 []string
+	if err := tx.Raw("SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(?)", fn+"()").Scan(&have0).Error; err != nil {
+		return fmt.Errorf("read function %s: %w", fn, err)
+	}
+	if len(have0) != 1 || have0[0] != src {
+		body := "CREATE OR REPLACE FUNCTION " + fn + "() RETURNS trigger LANGUAGE plpgsql AS $dogpile$" + src + "$dogpile$"
+		if err := tx.Exec(body).Error; err != nil {
+			return fmt.Errorf("create function %s: %w", fn, err)
+		}
 	}
 
 	var targets []feedTable

@@ -632,7 +632,17 @@ func TestInstallPostgresTriggers(t *testing.T) {
 		db := setup(t)
 		dbtest.Must(t, db.Use(dogpile.New(map[string]*region.Region{"default": feedMemoryRegion(t)})))
 		dbtest.Must(t, dogpile.InstallPostgresTriggers(ctx, db.DB, "feed_items"))
+		// Installing again, as an application does at every start,
+		// replaces nothing: no DDL, so cached entries stay hits.
+		var before []FeedItem
+		dbtest.Must(t, db.Scopes(dogpile.FromCache("default")).Find(&before).Error)
 		dbtest.Must(t, dogpile.InstallPostgresTriggers(ctx, db.DB, "feed_items"))
+		db.pool.Reset()
+		var after []FeedItem
+		dbtest.Must(t, db.Scopes(dogpile.FromCache("default")).Find(&after).Error)
+		if n := db.pool.Queries(); n != 0 {
+			t.Errorf("a second install made the cached read reach the database %d times; want 0 (a hit)", n)
+		}
 		if got := names(triggers(t, db)); !slices.Equal(got, []string{"feed_items"}) {
 			t.Fatalf("triggers on %v", got)
 		}
