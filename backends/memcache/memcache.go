@@ -17,6 +17,7 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 
+	cb "github.com/dogpile-go/dogpile/internal/breaker"
 	"github.com/dogpile-go/dogpile/region"
 )
 
@@ -225,7 +226,7 @@ func build(client *memcache.Client, owned bool, cfg config) *Backend {
 		sockTimeout: client.Timeout,
 		lockTTL:     cfg.lockTTL,
 		maxItem:     cfg.maxItem,
-		breaker:     breaker{threshold: cfg.breakerFailures, cooldown: cfg.breakerCooldown},
+		breaker:     breaker{cb.Breaker{Threshold: cfg.breakerFailures, Cooldown: cfg.breakerCooldown}},
 	}
 	if b.sockTimeout <= 0 {
 		b.sockTimeout = memcache.DefaultTimeout

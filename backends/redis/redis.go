@@ -11,6 +11,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	cb "github.com/dogpile-go/dogpile/internal/breaker"
 	"github.com/dogpile-go/dogpile/region"
 )
 
@@ -97,7 +98,7 @@ func WithLockTTL(d time.Duration) Option { return func(b *Backend) { b.lockTTL =
 // DefaultBreakerFailures and DefaultBreakerCooldown; failures <= 0 turns the
 // breaker off.
 func WithBreaker(failures int, cooldown time.Duration) Option {
-	return func(b *Backend) { b.breaker.threshold, b.breaker.cooldown = failures, cooldown }
+	return func(b *Backend) { b.breaker.Threshold, b.breaker.Cooldown = failures, cooldown }
 }
 
 // New returns a backend that stores its entries through client: a
@@ -113,7 +114,7 @@ func New(client goredis.UniversalClient, opts ...Option) *Backend {
 		client:  client,
 		timeout: DefaultTimeout,
 		lockTTL: DefaultLockTTL,
-		breaker: breaker{threshold: DefaultBreakerFailures, cooldown: DefaultBreakerCooldown},
+		breaker: breaker{cb.Breaker{Threshold: DefaultBreakerFailures, Cooldown: DefaultBreakerCooldown}},
 	}
 	switch c := client.(type) {
 	case *goredis.Client:

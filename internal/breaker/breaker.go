@@ -1,0 +1,95 @@
+// Package breaker is the consecutive-failure circuit breaker the shared
+// backends (Redis, memcached) put in front of their server; each backend
+// decides what an error says about its server.
+package breaker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Breaker is a consecutive-failure circuit breaker, safe for concurrent use. Closed, every operation
+// runs; after threshold failures in a row it opens and operations fail fast;
+// once cooldown has passed a single operation runs as a probe: success closes
+// the breaker, failure opens it for another cooldown.
+type Breaker struct {
+	// Threshold is how many failures in a row open it; zero: never.
+	Threshold int
+	// Cooldown is how long it stays open before a probe.
+	Cooldown time.Duration
+
+	open     atomic.Bool  // fast path: false means closed
+	failures atomic.Int32 // consecutive failures while closed
+
+	mu        sync.Mutex
+	openUntil time.Time // guarded by mu
+	probing   bool      // guarded by mu; a probe is running
+}
+
+// Allow reports whether an operation may run now (false: the breaker is
+// open, fail fast), and whether it is the half-open probe.
+func (br *Breaker) Allow() (probe, ok bool) {
+	if br.Threshold <= 0 || !br.open.Load() {
+		return false, true
+	}
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if !br.open.Load() {
+		return false, true
+	}
+	if br.probing || time.Now().Before(br.openUntil) {
+		return false, false
+	}
+	br.probing = true
+	return true, true
+}
+
+// Outcome is what an operation's result says about the server.
+type Outcome uint8
+
+// Outcomes.
+const (
+	Succeeded Outcome = iota // the server answered
+	Failed                   // it did not answer in time, or cannot serve
+	Neutral                  // the caller gave up: says nothing about the server
+)
+
+// Record updates the breaker with the outcome of an operation that Allow
+// let run.
+func (br *Breaker) Record(probe bool, o Outcome) {
+	if br.Threshold <= 0 {
+		return
+	}
+	switch o {
+	case Succeeded:
+		if !probe && !br.open.Load() {
+			if br.failures.Load() != 0 {
+				br.failures.Store(0)
+			}
+			return
+		}
+		br.mu.Lock()
+		br.failures.Store(0)
+		br.open.Store(false)
+		br.probing = false
+		br.mu.Unlock()
+	case Failed:
+		if !probe && int(br.failures.Add(1)) < br.Threshold {
+			return
+		}
+		br.mu.Lock()
+		if probe || !br.open.Load() {
+			br.open.Store(true)
+			br.openUntil = time.Now().Add(br.Cooldown)
+			br.probing = false
+		}
+		br.mu.Unlock()
+	case Neutral:
+		if probe {
+			br.mu.Lock()
+			br.probing = false
+			br.mu.Unlock()
+		}
+	}
+}
