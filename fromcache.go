@@ -209,6 +209,7 @@ func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
 // query replaces gorm:query. Queries without FromCache go straight to GORM's
 // own handler, but for raw SQL that writes (rawWrite).
 func (p *Plugin) query(db *gorm.DB) {
+	clearOutcome(db)
 	p.checkDataVersion(db.Statement.Context)
 	if p.relPreloads.Load() > 0 && db.Error == nil {
 		if pc, preloading := db.Statement.Settings.Load(preloadingKey{}); preloading {
@@ -252,6 +253,7 @@ func (p *Plugin) query(db *gorm.DB) {
 	}
 	if _, locking := stmt.Clauses["FOR"]; locking || scan.Locking || foreignTx || (tx != nil && !tx.servable()) || prefilled(stmt.ReflectValue) ||
 		(p.foreign.latest.Load() != 0 && p.foreignBypass(stmt.Context, fc.dependsOn(scan))) {
+		setOutcome(db, Bypassed)
 		p.queryHandle(db)
 		return
 	}
@@ -271,9 +273,11 @@ func (p *Plugin) query(db *gorm.DB) {
 			return err
 		}, opts...)
 		if !found {
+			setOutcome(db, Bypassed)
 			p.queryHandle(db)
 			return
 		}
+		setOutcome(db, Hit)
 		p.finish(db, rows)
 		return
 	}
@@ -293,6 +297,7 @@ func (p *Plugin) query(db *gorm.DB) {
 	if l.err != nil {
 		db.AddError(l.err) // a scan that failed: its rows and its error
 	}
+	setOutcome(db, l.outcome)
 	p.finish(db, l.rowsAffected)
 }
 
@@ -308,6 +313,9 @@ func (p *Plugin) rawWrite(db *gorm.DB, scan *scanned) {
 			db.AddError(err)
 			return
 		}
+	}
+	if _, ok := db.Statement.Clauses[fromCacheClause]; ok {
+		setOutcome(db, Bypassed)
 	}
 	p.sqlWrite(db, scan)
 	p.queryHandle(db)

@@ -30,7 +30,8 @@ type queryLoader struct {
 	key          [1]string     // the entry's key, as Load's key list
 	dest         reflect.Value // the caller's destination (addressable)
 	rowsAffected int64
-	err          error // the scan's error, given with the answer (answer.Result.Err)
+	err          error   // the scan's error, given with the answer (answer.Result.Err)
+	outcome      Outcome // how the region served it (Outcome)
 }
 
 // Create runs the query into a fresh value of the destination's type.

@@ -538,7 +538,7 @@ func (r *Region) refresh(ctx context.Context, keys []string, co *callOptions, cr
 	bkeys := r.backendKeys(keys, co)
 	s, b, readErr := r.prepareWrite(ctx, bkeys, co)
 	r.stats.regenerations.Add(1)
-	vals, err := create(ctx)
+	vals, err := runCreator(ctx, r, keys, co, create)
 	if err != nil {
 		return err
 	}
@@ -552,12 +552,12 @@ func (r *Region) refresh(ctx context.Context, keys []string, co *callOptions, cr
 			continue
 		}
 		if co.shouldCache != nil && !co.shouldCache(v) {
-			r.stats.notStoredBy(&r.stats.shouldCache)
+			r.notStored(ctx, bkeys[i], co, ReasonShouldCache)
 			continue
 		}
 		p, err := r.codec.Marshal(v)
 		if err != nil {
-			r.stats.notStoredBy(&r.stats.unencodable)
+			r.notStored(ctx, bkeys[i], co, ReasonUnencodable)
 			continue
 		}
 		payloads[i] = p

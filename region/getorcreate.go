@@ -40,7 +40,7 @@ func GetOrCreate[T any](ctx context.Context, r *Region, key string, create func(
 // s is what the read saw, readErr its error.
 func createOne[T any](ctx context.Context, r *Region, key string, create func(ctx context.Context) (T, error), co *callOptions, s *snapshot, readErr error) (T, error) {
 	if readErr != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpRead, key, readErr)
 	}
 	l := &valueLoader[T]{create: create}
 	err := r.load(ctx, callKeys{[]string{key}, []string{r.entryKey(key)}}, l, co, s, nil, 0)
@@ -201,10 +201,11 @@ func (r *Region) loadWith(ctx context.Context, keys []string, l Loader, co *call
 	if len(keys) == 1 && co.keyTags == nil {
 		hit, s, err := r.readOne(ctx, keys[0], co, func(b []byte) error { return l.Decode(keys[0], r.codec, b) })
 		if hit {
+			report(l, keys[0], OutcomeHit)
 			return nil
 		}
 		if err != nil {
-			r.stats.errors.Add(1)
+			r.failed(ctx, OpRead, keys[0], err)
 		}
 		return r.load(ctx, callKeys{keys, []string{r.entryKey(keys[0])}}, l, co, &s, nil, 0)
 	}

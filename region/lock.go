@@ -81,7 +81,7 @@ func (r *Region) load(ctx context.Context, ck callKeys, l Loader, co *callOption
 			// The call's first read, like the hit path's, is not timed.
 			var err error
 			if snap, err = r.read(ctx, ck.bkeys, co); err != nil {
-				r.stats.errors.Add(1)
+				r.failed(ctx, OpRead, firstKey(ck.keys), err)
 			}
 		} else {
 			snap = r.readWithin(ctx, ck.bkeys, co, b)
@@ -95,7 +95,7 @@ func (r *Region) load(ctx context.Context, ck callKeys, l Loader, co *callOption
 	if b == nil {
 		b = r.newBudget(s.failed)
 	}
-	p := r.join(ck, s, need, states)
+	p := r.join(ck, l, s, need, states)
 	r.regenerateAsync(ctx, ck, p.async, l, co)
 	if len(p.led) > 0 {
 		go r.regenerate(ctx, ck, p.led, l, co, b)
@@ -126,12 +126,13 @@ func (r *Region) triage(ck callKeys, l Loader, co *callOptions, s *snapshot) (ne
 			seen[k] = true
 		}
 		st := r.classify(s.raw[i], s, i, co, &env)
-		if st != miss && !r.decode(env.payload, func(b []byte) error { return l.Decode(ck.keys[i], r.codec, b) }) {
+		if st != miss && !r.decode(ck.keys[i], env.payload, func(b []byte) error { return l.Decode(ck.keys[i], r.codec, b) }) {
 			st = miss
 		}
 		states[i] = st
 		if st == fresh {
 			r.stats.hits.Add(1)
+			report(l, ck.keys[i], OutcomeHit)
 		} else {
 			need = append(need, i)
 		}
@@ -146,7 +147,7 @@ func (r *Region) triage(ck callKeys, l Loader, co *callOptions, s *snapshot) (ne
 // a miss, it leads the flight or waits for it. Every flight is joined in one
 // step, so that of callers asking for overlapping keys at once one leads
 // them all rather than each leading the keys it happened to reach first.
-func (r *Region) join(ck callKeys, s *snapshot, need []int, states []state) parts {
+func (r *Region) join(ck callKeys, l Loader, s *snapshot, need []int, states []state) parts {
 	var p parts
 	fls, leads := r.flights.joinAll(ck.bkeys, need)
 	for n, i := range need {
@@ -156,12 +157,15 @@ func (r *Region) join(ck callKeys, s *snapshot, need []int, states []state) part
 			switch {
 			case !lead:
 				r.stats.staleServed.Add(1)
+				report(l, ck.keys[i], OutcomeStale)
 			case r.async != nil:
 				fl.seen, fl.stale = s.raw[i], true
 				r.stats.staleServed.Add(1)
+				report(l, ck.keys[i], OutcomeStale)
 				p.async = append(p.async, claim{i: i, fl: fl})
 			default:
 				fl.seen, fl.stale = s.raw[i], true
+				report(l, ck.keys[i], OutcomeMiss) // Stale if its regeneration fails (handOff)
 				p.led = append(p.led, claim{i: i, fl: fl})
 				p.waits = append(p.waits, wait{i: i, fl: fl, own: true, stale: true})
 			}
@@ -171,9 +175,11 @@ func (r *Region) join(ck callKeys, s *snapshot, need []int, states []state) part
 			r.stats.misses.Add(1)
 			if lead {
 				fl.seen = s.raw[i]
+				report(l, ck.keys[i], OutcomeMiss)
 				p.led = append(p.led, claim{i: i, fl: fl})
 			} else {
 				r.stats.lockWaits.Add(1)
+				report(l, ck.keys[i], OutcomeWaited)
 			}
 			p.waits = append(p.waits, wait{i: i, fl: fl, own: lead})
 		}
@@ -250,8 +256,22 @@ func (r *Region) await(ctx context.Context, ck callKeys, l Loader, co *callOptio
 	budget := r.newWaitBudget()
 	defer budget.stop()
 	var a awaited
+	var start time.Time
+	if r.observed() {
+		start = time.Now()
+	}
 	for _, w := range waits {
 		landed, err := budget.wait(ctx, w)
+		if !w.own {
+			switch {
+			case err != nil:
+				r.waited(ctx, ck.keys[w.i], start, err)
+			case !landed:
+				r.waited(ctx, ck.keys[w.i], start, ErrWaitTimeout)
+			default:
+				r.waited(ctx, ck.keys[w.i], start, nil)
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -279,10 +299,14 @@ func (r *Region) handOff(key string, l Loader, s *snapshot, w wait) (outcome, er
 		if w.stale {
 			// A caller that holds a stale value keeps it when its
 			// regeneration fails (stale-if-error).
+			report(l, key, OutcomeStale)
 			return settled, nil
 		}
 		return failed, fl.err
 	case !fl.made:
+		if w.stale {
+			report(l, key, OutcomeStale)
+		}
 		if w.own || w.stale {
 			return settled, nil
 		}
@@ -302,7 +326,7 @@ func (r *Region) handOff(key string, l Loader, s *snapshot, w wait) (outcome, er
 		return settled, nil
 	default:
 		// Found stored by someone else, but unreadable for this caller.
-		r.stats.decodeFailures.Add(1)
+		r.decodeFailed(context.Background(), key, errUnreadable)
 		return retry, nil
 	}
 }
@@ -349,7 +373,7 @@ func (r *Region) createUnlocked(ctx context.Context, ck callKeys, l Loader, co *
 	s := r.readWithin(ctx, ck.bkeys, co, b)
 	r.stampsWithin(ctx, &s, b)
 	r.stats.regenerations.Add(1)
-	vals, err := l.Create(ctx, ck.keys)
+	vals, err := runCreator(ctx, r, ck.keys, co, func(ctx context.Context) (map[string]any, error) { return l.Create(ctx, ck.keys) })
 	if err != nil {
 		return err
 	}
@@ -359,6 +383,7 @@ func (r *Region) createUnlocked(ctx context.Context, ck callKeys, l Loader, co *
 			continue
 		}
 		l.Adopt(k, v, true)
+		report(l, k, OutcomeMiss)
 		r.keepWithin(ctx, ck.bkeys[j], v, &s, j, co, nil, b)
 	}
 	return nil
@@ -443,7 +468,7 @@ func (r *Region) create(ctx context.Context, ck callKeys, todo []claim, s *snaps
 	names := ck.subset(indexes(todo)).keys
 	r.stats.regenerations.Add(1)
 	run := r.creations.Add(1)
-	vals, err := l.Create(ctx, names)
+	vals, err := runCreator(ctx, r, names, co, func(ctx context.Context) (map[string]any, error) { return l.Create(ctx, names) })
 	if err != nil {
 		for _, c := range todo {
 			c.fl.err = err
@@ -579,7 +604,7 @@ func (r *Region) readWithin(ctx context.Context, keys []string, co *callOptions,
 	case errors.Is(err, errBudgetSpent):
 		return r.failedRead(keys, co)
 	case err != nil:
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpRead, "", err)
 	}
 	return s
 }

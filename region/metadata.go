@@ -35,7 +35,7 @@ func (r *Region) Metadata(ctx context.Context, key string, opts ...CallOption) (
 	co := collect(opts)
 	s, err := r.read(ctx, []string{r.entryKey(key)}, co)
 	if err != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpMetadata, key, err)
 		return Metadata{}, false, fmt.Errorf("region %s: metadata %q: %w", r.name, key, err)
 	}
 	var env envelope
@@ -91,7 +91,7 @@ func (r *Region) KeyIsLocked(ctx context.Context, key string) (bool, error) {
 	}
 	locked, err := p.Locked(ctx)
 	if err != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpMetadata, key, err)
 		return false, fmt.Errorf("region %s: key is locked %q: %w", r.name, key, err)
 	}
 	return locked, nil

@@ -49,7 +49,7 @@ func (r *Region) peekMulti(ctx context.Context, keys []string, decode func(key s
 	bkeys := r.backendKeys(keys, co)
 	s, err := r.read(ctx, bkeys, co)
 	if err != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpRead, firstKey(keys), err)
 		return fmt.Errorf("region %s: get %d keys: %w", r.name, len(keys), err)
 	}
 	var (
@@ -66,7 +66,7 @@ func (r *Region) peekMulti(ctx context.Context, keys []string, decode func(key s
 			}
 			seen[k] = true
 		}
-		if r.classify(s.raw[i], &s, i, co, &env) != fresh || !r.decode(env.payload, func(b []byte) error { return decode(k, b) }) {
+		if r.classify(s.raw[i], &s, i, co, &env) != fresh || !r.decode(k, env.payload, func(b []byte) error { return decode(k, b) }) {
 			r.stats.misses.Add(1)
 			continue
 		}
@@ -132,7 +132,7 @@ func (r *Region) prepareWrite(ctx context.Context, bkeys []string, co *callOptio
 		err = b.do(ctx, func(ctx context.Context) error { return r.initStamps(ctx, &s) })
 	}
 	if err != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpTags, "", err)
 	}
 	return s, b, err
 }
@@ -159,7 +159,7 @@ func (r *Region) writeAll(ctx context.Context, bkeys []string, payloads [][]byte
 	}
 	err := b.do(ctx, func(ctx context.Context) error { return r.backend.SetMulti(ctx, items) })
 	if err != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpStore, "", err)
 	}
 	return err
 }
@@ -175,7 +175,7 @@ func (r *Region) DeleteMulti(ctx context.Context, keys ...string) error {
 		bkeys[i] = r.entryKey(k)
 	}
 	if err := r.backend.Delete(ctx, bkeys...); err != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpDelete, firstKey(keys), err)
 		return fmt.Errorf("region %s: delete %d keys: %w", r.name, len(keys), err)
 	}
 	return nil

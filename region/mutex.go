@@ -65,7 +65,7 @@ func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions
 		})
 		if err != nil {
 			if !errors.Is(err, errBudgetSpent) {
-				r.stats.errors.Add(1)
+				r.failed(ctx, OpLock, r.callerKey(k), err)
 			}
 			return false, false
 		}
@@ -93,12 +93,14 @@ func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions
 		if r.waitTimeout > 0 {
 			wctx, cancel = context.WithDeadline(ctx, deadline)
 		}
+		start := time.Now()
 		err = m.Wait(wctx)
+		r.waited(ctx, r.callerKey(k), start, err)
 		if err != nil && wctx.Err() == nil {
 			// Not the end of the wait budget: the backend cannot say
 			// whether the holder is done, nor would it take its value.
 			cancel()
-			r.stats.errors.Add(1)
+			r.failed(ctx, OpLock, r.callerKey(k), err)
 			b.fail()
 			return false, false
 		}

@@ -119,6 +119,16 @@ func WithKeyTags(tags map[string][]string) CallOption {
 	return func(o *callOptions) { o.keyTags = tags }
 }
 
+// tagsOf returns the tags a value stored under the backend key bkey
+// depends on: the call's, and those of its key (WithKeyTags).
+func (o *callOptions) tagsOf(bkey string) []string {
+	kt := o.bkeyTags[bkey]
+	if len(kt) == 0 {
+		return o.tagList()
+	}
+	return append(append([]string(nil), o.tagList()...), kt...)
+}
+
 // tagList returns the call's tags.
 func (o *callOptions) tagList() []string {
 	if o.tags == nil {

@@ -99,6 +99,12 @@ type Region struct {
 	ownsBackend bool
 	closed      sync.Once
 	closeErr    error // written in closed.Do
+
+	// obs are the region's observers (observe.go), safe for concurrent
+	// use by themselves; stopBreaker, set by New, stops the watch of the
+	// backend's breaker (nil: none).
+	obs         observers
+	stopBreaker func()
 }
 
 // New returns a region that keeps its values in backend. While in use, the
@@ -134,6 +140,7 @@ func New(backend Backend, opts ...Option) *Region {
 	r.unconfirmed.r = r
 	r.bg.init()
 	r.clock.bg = &r.bg
+	r.watchBreaker()
 	r.tagRefs = otter.Must(&otter.Options[string, *tagRef]{
 		MaximumSize: maxTagRefs,
 		Executor:    func(fn func()) { fn() }, // drains on the reader's goroutine, not one of their own
@@ -163,7 +170,12 @@ func New(backend Backend, opts ...Option) *Region {
 // closed backend fails them.
 func (r *Region) Close() error {
 	r.bg.close()
-	r.closed.Do(func() { r.closeErr = r.closeBackend() })
+	r.closed.Do(func() {
+		if r.stopBreaker != nil {
+			r.stopBreaker()
+		}
+		r.closeErr = r.closeBackend()
+	})
 	return r.closeErr
 }
 
@@ -576,9 +588,9 @@ func (r *Region) classify(raw []byte, s *snapshot, i int, co *callOptions, env *
 
 // decode fills dst from the entry's payload; a failure is counted and makes
 // the entry a miss.
-func (r *Region) decode(payload []byte, dst func([]byte) error) bool {
+func (r *Region) decode(key string, payload []byte, dst func([]byte) error) bool {
 	if err := dst(payload); err != nil {
-		r.stats.decodeFailures.Add(1)
+		r.decodeFailed(context.Background(), key, err)
 		return false
 	}
 	return true
@@ -645,11 +657,11 @@ func (r *Region) Peek(ctx context.Context, key string, decode func(payload []byt
 func (r *Region) peek(ctx context.Context, key string, decode func(payload []byte) error, co *callOptions) (bool, error) {
 	s, err := r.read(ctx, []string{r.entryKey(key)}, co)
 	if err != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpRead, key, err)
 		return false, fmt.Errorf("region %s: get %q: %w", r.name, key, err)
 	}
 	var env envelope
-	if r.classify(s.raw[0], &s, 0, co, &env) != fresh || !r.decode(env.payload, decode) {
+	if r.classify(s.raw[0], &s, 0, co, &env) != fresh || !r.decode(key, env.payload, decode) {
 		r.stats.misses.Add(1)
 		return false, nil
 	}
@@ -677,7 +689,7 @@ func (r *Region) set(ctx context.Context, key string, v any, co *callOptions) er
 		err = b.do(ctx, func(ctx context.Context) error { return r.initStamps(ctx, &s) })
 	}
 	if err != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpTags, key, err)
 		return fmt.Errorf("region %s: set %q: %w", r.name, key, err)
 	}
 	if s.bypass {
@@ -688,7 +700,7 @@ func (r *Region) set(ctx context.Context, key string, v any, co *callOptions) er
 		return err
 	})
 	if err != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpStore, key, err)
 		return fmt.Errorf("region %s: set %q: %w", r.name, key, err)
 	}
 	return nil
@@ -702,9 +714,9 @@ func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, i in
 		b, err := p.Payload()
 		if err != nil {
 			if errors.Is(err, ErrPartial) {
-				r.stats.notStoredBy(&r.stats.partial)
+				r.notStored(ctx, bkey, co, ReasonPartial)
 			} else {
-				r.stats.notStoredBy(&r.stats.unencodable)
+				r.notStored(ctx, bkey, co, ReasonUnencodable)
 			}
 			return nil
 		}
@@ -712,17 +724,17 @@ func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, i in
 	} else {
 		b, err := r.codec.Marshal(v)
 		if err != nil {
-			r.stats.notStoredBy(&r.stats.unencodable)
+			r.notStored(ctx, bkey, co, ReasonUnencodable)
 			return nil
 		}
 		payload = b
 	}
 	switch {
 	case s.bypass:
-		r.stats.notStoredBy(&r.stats.bypassed)
+		r.notStored(ctx, bkey, co, ReasonBypassed)
 		return payload
 	case co.shouldCache != nil && !co.shouldCache(v):
-		r.stats.notStoredBy(&r.stats.shouldCache)
+		r.notStored(ctx, bkey, co, ReasonShouldCache)
 		return payload
 	}
 	var fence *Guard
@@ -732,9 +744,9 @@ func (r *Region) keep(ctx context.Context, bkey string, v any, s *snapshot, i in
 	}
 	ok, err := r.store(ctx, bkey, payload, s, i, co, fence)
 	if err != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpStore, r.callerKey(bkey), err)
 	} else if !ok {
-		r.stats.notStoredBy(&r.stats.tagsChanged)
+		r.notStored(ctx, bkey, co, ReasonTagsChanged)
 	}
 	return payload
 }
@@ -766,7 +778,7 @@ func (r *Region) store(ctx context.Context, k string, payload []byte, s *snapsho
 // Delete removes the value stored under key.
 func (r *Region) Delete(ctx context.Context, key string) error {
 	if err := r.backend.Delete(ctx, r.entryKey(key)); err != nil {
-		r.stats.errors.Add(1)
+		r.failed(ctx, OpDelete, key, err)
 		return fmt.Errorf("region %s: delete %q: %w", r.name, key, err)
 	}
 	return nil

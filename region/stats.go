@@ -16,6 +16,18 @@ type Stats struct {
 	Errors         int64 // backend errors (never returned by GetOrCreate: they cost a miss)
 	NotStored      int64 // created values not stored; NotStoredBy says why
 	NotStoredBy    NotStoredCounts
+
+	// Invalidations counts the invalidations of tags that reached the
+	// backend (InvalidateTags, and each phase of PreInvalidateTags and
+	// PostInvalidateTags), those the retrier landed among them.
+	Invalidations int64
+	// InvalidationFailures counts the invalidations that could not be
+	// written; each one's tags are retried in the background.
+	InvalidationFailures int64
+	// InvalidationRetries counts the attempts of the retrier;
+	// InvalidationsRetried those that landed.
+	InvalidationRetries  int64
+	InvalidationsRetried int64
 }
 
 // NotStoredCounts breaks Stats.NotStored down by reason; the fields add up
@@ -56,6 +68,8 @@ type counters struct {
 	hits, misses, staleServed, regenerations, lockWaits, decodeFailures, errors atomic.Int64
 	notStored                                                                   atomic.Int64
 	shouldCache, tagsChanged, bypassed, unencodable, partial                    atomic.Int64 // by reason
+
+	invalidations, invalidationFailures, invalidationRetries, invalidationsRetried atomic.Int64
 }
 
 // notStoredBy counts a value not stored for the reason counted in c.
@@ -75,5 +89,7 @@ func (r *Region) Stats() Stats {
 			ShouldCache: c.shouldCache.Load(), TagsChanged: c.tagsChanged.Load(), Bypassed: c.bypassed.Load(),
 			Unencodable: c.unencodable.Load(), Partial: c.partial.Load(),
 		},
+		Invalidations: c.invalidations.Load(), InvalidationFailures: c.invalidationFailures.Load(),
+		InvalidationRetries: c.invalidationRetries.Load(), InvalidationsRetried: c.invalidationsRetried.Load(),
 	}
 }

@@ -194,12 +194,19 @@ func (r *Region) initStamps(ctx context.Context, s *snapshot) error {
 // (initStamps). When s could not be read, or a counter could not be made,
 // the value about to be made is served but not stored: s is bypassed.
 func (r *Region) prepareStamps(ctx context.Context, s *snapshot) {
-	if !s.failed && r.initStamps(ctx, s) == nil {
-		return
+	err := errStampsUnread
+	if !s.failed {
+		if err = r.initStamps(ctx, s); err == nil {
+			return
+		}
 	}
-	r.stats.errors.Add(1)
+	r.failed(ctx, OpTags, "", err)
 	s.bypass = true // unsure what the tags hold: serve the value, store nothing
 }
+
+// errStampsUnread is the backend error observers are told of when a value
+// is made after a read that failed: its tags could not be read.
+var errStampsUnread = errors.New("region: the tags could not be read")
 
 // InvalidateTags makes every value stored with any of tags a miss, in every
 // process that shares the backend. If the backend cannot be written, the
@@ -227,7 +234,7 @@ func (r *Region) PostInvalidateTags(ctx context.Context, tags ...string) error {
 // first, -1 counts it out afterwards.
 func (r *Region) bump(ctx context.Context, tags []string, mark int) error {
 	if r.bumper != nil {
-		return r.bumpBatch(ctx, r.bumper, tags, mark)
+		return r.bumpBatch(ctx, r.bumper, tags, mark, false)
 	}
 	var errs []error
 	if mark > 0 {
@@ -259,16 +266,18 @@ func (r *Region) bump(ctx context.Context, tags []string, mark int) error {
 		r.unconfirmed.remove(t, at)
 	}
 	if len(errs) > 0 {
-		r.stats.errors.Add(1)
-		return fmt.Errorf("region %s: invalidate tags: %w", r.name, errors.Join(errs...))
+		err := errors.Join(errs...)
+		r.invalidationFailed(ctx, tags, err)
+		return fmt.Errorf("region %s: invalidate tags: %w", r.name, err)
 	}
+	r.invalidated(ctx, tags, false)
 	return nil
 }
 
 // bumpBatch is bump in one call of a TagBumper backend: a commit phase is
 // one round trip whatever the number of tags. If it fails, every tag is
 // unconfirmed (bypassed here, and retried), as a failed Incr makes one.
-func (r *Region) bumpBatch(ctx context.Context, tb TagBumper, tags []string, mark int) error {
+func (r *Region) bumpBatch(ctx context.Context, tb TagBumper, tags []string, mark int, retried bool) error {
 	counters := make([]string, len(tags))
 	var markers []string
 	if mark != 0 {
@@ -286,12 +295,13 @@ func (r *Region) bumpBatch(ctx context.Context, tb TagBumper, tags []string, mar
 		for _, t := range tags {
 			r.unconfirmed.add(t)
 		}
-		r.stats.errors.Add(1)
+		r.invalidationFailed(ctx, tags, err)
 		return fmt.Errorf("region %s: invalidate tags: %w", r.name, err)
 	}
 	for _, t := range tags {
 		r.unconfirmed.remove(t, at)
 	}
+	r.invalidated(ctx, tags, retried)
 	return nil
 }
 
@@ -428,14 +438,22 @@ func (u *unconfirmedTags) retry(ctx context.Context) {
 			return
 		}
 		bctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		u.r.stats.invalidationRetries.Add(1)
 		if tb := u.r.bumper; tb != nil {
 			// One round trip for all of them, repairing unreadable counters.
-			_ = u.r.bumpBatch(bctx, tb, tags, 0)
+			_ = u.r.bumpBatch(bctx, tb, tags, 0, true)
 		} else {
+			var landed []string
 			for _, t := range tags {
 				if _, err := u.r.backend.Incr(bctx, u.r.tagRef(t).key); err == nil {
 					u.remove(t, at)
+					landed = append(landed, t)
+				} else {
+					u.r.failed(bctx, OpInvalidate, "", fmt.Errorf("tag %q: %w", t, err))
 				}
+			}
+			if len(landed) > 0 {
+				u.r.invalidated(bctx, landed, true)
 			}
 		}
 		cancel()

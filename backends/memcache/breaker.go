@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	cb "github.com/dogpile-go/dogpile/internal/breaker"
+	"github.com/dogpile-go/dogpile/region"
 
 	"github.com/bradfitz/gomemcache/memcache"
 )
@@ -72,3 +73,14 @@ func classify(parent context.Context, err error) outcome {
 	}
 	return succeeded
 }
+
+// BreakerOpen reports whether the circuit breaker is open now: operations
+// fail fast with ErrUnavailable (region.BreakerWatcher).
+func (b *Backend) BreakerOpen() bool { return b.breaker.Open() }
+
+// WatchBreaker calls f each time the circuit breaker opens or closes
+// again, until stop is called (region.BreakerWatcher); a region over the
+// backend reports the changes to its observers.
+func (b *Backend) WatchBreaker(f func(open bool)) (stop func()) { return b.breaker.Watch(f) }
+
+var _ region.BreakerWatcher = (*Backend)(nil)

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	cb "github.com/dogpile-go/dogpile/internal/breaker"
+	"github.com/dogpile-go/dogpile/region"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -68,3 +69,14 @@ func classify(parent context.Context, err error) outcome {
 // unavailableReplies are the error replies of a Redis that is up but cannot
 // serve.
 var unavailableReplies = []string{"LOADING", "CLUSTERDOWN", "MASTERDOWN", "TRYAGAIN", "BUSY ", "MAXCLIENTS", "max number of clients"}
+
+// BreakerOpen reports whether the circuit breaker is open now: operations
+// fail fast with ErrUnavailable (region.BreakerWatcher).
+func (b *Backend) BreakerOpen() bool { return b.breaker.Open() }
+
+// WatchBreaker calls f each time the circuit breaker opens or closes
+// again, until stop is called (region.BreakerWatcher); a region over the
+// backend reports the changes to its observers.
+func (b *Backend) WatchBreaker(f func(open bool)) (stop func()) { return b.breaker.Watch(f) }
+
+var _ region.BreakerWatcher = (*Backend)(nil)

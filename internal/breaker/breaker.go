@@ -25,6 +25,43 @@ type Breaker struct {
 	mu        sync.Mutex
 	openUntil time.Time // guarded by mu
 	probing   bool      // guarded by mu; a probe is running
+
+	// watchMu guards watchers and next; a change is told to them outside
+	// mu, in the order of the changes (under watchMu).
+	watchMu  sync.Mutex
+	watchers map[int]func(open bool)
+	next     int
+}
+
+// Open reports whether the breaker is open now (failing fast, or probing).
+func (br *Breaker) Open() bool { return br.open.Load() }
+
+// Watch calls f each time the breaker opens or closes again, until stop
+// is called. f runs on the goroutine of the operation whose outcome
+// changed the breaker; it must return quickly.
+func (br *Breaker) Watch(f func(open bool)) (stop func()) {
+	br.watchMu.Lock()
+	defer br.watchMu.Unlock()
+	if br.watchers == nil {
+		br.watchers = make(map[int]func(open bool))
+	}
+	id := br.next
+	br.next++
+	br.watchers[id] = f
+	return func() {
+		br.watchMu.Lock()
+		defer br.watchMu.Unlock()
+		delete(br.watchers, id)
+	}
+}
+
+// changed tells the watchers that the breaker opened or closed.
+func (br *Breaker) changed(open bool) {
+	br.watchMu.Lock()
+	defer br.watchMu.Unlock()
+	for _, f := range br.watchers {
+		f(open)
+	}
 }
 
 // Allow reports whether an operation may run now (false: the breaker is
@@ -71,20 +108,27 @@ func (br *Breaker) Record(probe bool, o Outcome) {
 		}
 		br.mu.Lock()
 		br.failures.Store(0)
-		br.open.Store(false)
+		closed := br.open.Swap(false)
 		br.probing = false
 		br.mu.Unlock()
+		if closed {
+			br.changed(false)
+		}
 	case Failed:
 		if !probe && int(br.failures.Add(1)) < br.Threshold {
 			return
 		}
 		br.mu.Lock()
+		opened := false
 		if probe || !br.open.Load() {
-			br.open.Store(true)
+			opened = !br.open.Swap(true)
 			br.openUntil = time.Now().Add(br.Cooldown)
 			br.probing = false
 		}
 		br.mu.Unlock()
+		if opened {
+			br.changed(true)
+		}
 	case Neutral:
 		if probe {
 			br.mu.Lock()
