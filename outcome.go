@@ -87,9 +87,7 @@ func setOutcome(db *gorm.DB, o Outcome) {
 // clearOutcome forgets the outcome a statement copied from the one it was
 // chained from: each query records its own.
 func clearOutcome(db *gorm.DB) {
-	if _, ok := db.Statement.Clauses[outcomeClause]; ok {
-		delete(db.Statement.Clauses, outcomeClause)
-	}
+	delete(db.Statement.Clauses, outcomeClause)
 }
 
 // outcomeOfRegion maps how a region served a key to the query's outcome.
