@@ -194,10 +194,32 @@ func run() error {
 		round(slow), pool.Queries())
 	fmt.Println()
 
-	st := regions["default"].Stats()
-	fmt.Printf("Region stats: %d hits, %d misses, %d regenerations, %d lock waits, %d stale served\n",
-		st.Hits, st.Misses, st.Regenerations, st.LockWaits, st.StaleServed)
+	printMetrics(regions["default"])
 	return nil
+}
+
+// printMetrics prints a region's metrics as its Stats give them: what an
+// operator reads on a dashboard (examples/prometheus exports the same
+// through OpenTelemetry).
+func printMetrics(r *region.Region) {
+	st := r.Stats()
+	fmt.Printf("Metrics of region %q:\n", r.Name())
+	row := func(name string, v int64, what string) { fmt.Printf("   %-26s %8d  %s\n", name, v, what) }
+	row("hits", st.Hits, "answers served from the cache")
+	row("misses", st.Misses, "answers that were not cached")
+	row("stale_served", st.StaleServed, "expired answers served while one caller refreshed them")
+	row("regenerations", st.Regenerations, "queries run to fill the cache")
+	row("lock_waits", st.LockWaits, "callers that waited for another's query instead of running it")
+	row("decode_failures", st.DecodeFailures, "stored answers that could not be read back (misses)")
+	for _, reason := range region.NotStoredReasons() {
+		row("not_stored{"+reason.String()+"}", st.NotStoredBy.Of(reason), "answers given to callers but not stored")
+	}
+	row("backend_errors", st.Errors, "backend calls that failed (each cost a miss, never an error)")
+	row("invalidations", st.Invalidations, "invalidations written (a commit writes its tables twice: before and after)")
+	row("invalidation_failures", st.InvalidationFailures, "invalidations that could not be written (retried)")
+	if hits, all := st.Hits+st.StaleServed, st.Hits+st.StaleServed+st.Misses; all > 0 {
+		fmt.Printf("   hit ratio %.1f%%\n", 100*float64(hits)/float64(all))
+	}
 }
 
 // seed creates n products in batches.
