@@ -144,11 +144,15 @@ func tagAttrs(tags []string) []slog.Attr {
 
 // tablesOfTags maps tags of the plugin's vocabulary (tags.go) back to what
 // they name: the tables (a table's tag, its coarse "#rows" and row tags,
-// and anyTable, "*", for tables not known), each once in the order met,
+// and anyTable, "*", for tables not known or for every table, as the
+// region's own region.EveryValue), each once in the order met,
 // and the names of WithKey ("key:" tags).
 func tablesOfTags(tags []string) (tables, keys []string) {
 	tables = []string{}
 	for _, t := range tags {
+		if t == region.EveryValue {
+			t = anyTable // the region's hard generation: every table
+		}
 		if name, ok := strings.CutPrefix(t, "key:"); ok {
 			keys = append(keys, name)
 			continue
