@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -312,6 +313,7 @@ func (w *dataVersionWatch) runLocked(ctx context.Context, p *Plugin) {
 	ctx = background(ctx) // a reader's cancellation is no database error
 	changed, err := w.read(ctx)
 	if err != nil {
+		p.logf(ctx, slog.LevelWarn, LogMsgDataVersionFailed, slog.Any("error", err))
 		w.stats.errors.Add(1)
 		w.stats.lastErr.Store(&err)
 	}
@@ -320,6 +322,7 @@ func (w *dataVersionWatch) runLocked(ctx context.Context, p *Plugin) {
 		if err := p.invalidateEverything(ctx, ""); err != nil {
 			w.stats.wipeErrors.Add(1)
 			err = fmt.Errorf("dogpile: data_version changed; making every entry a miss: %w", err)
+			p.logf(ctx, slog.LevelError, LogMsgDataVersionWipe, slog.Any("error", err))
 			w.stats.lastErr.Store(&err)
 		} else {
 			w.stats.wipes.Add(1)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -187,6 +188,7 @@ func (l *Listener) Stats() ListenerStats {
 
 func (l *Listener) setErr(err error) {
 	if err != nil {
+		l.p.logf(context.Background(), slog.LevelWarn, LogMsgFeedError, slog.Any("error", err))
 		l.lastErr.Store(&err)
 	}
 }

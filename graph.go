@@ -3,6 +3,7 @@ package dogpile
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -179,6 +180,7 @@ func (p *Plugin) reloadGraph(ctx context.Context, via gorm.ConnPool) *schemaGrap
 	defer cancel()
 	g, err := loadGraph(lctx, via, p.dialect)
 	if err != nil {
+		p.logf(ctx, slog.LevelWarn, LogMsgGraphFailed, slog.Any("error", err))
 		gs.stale.Store(true)
 		gs.lastFail.Store(time.Now().UnixNano())
 		return unknownGraph

@@ -1,6 +1,8 @@
 package dogpile
 
 import (
+	"fmt"
+
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -79,15 +81,45 @@ type outcomeExpr Outcome
 // Build writes nothing: the clause is never part of the SQL.
 func (outcomeExpr) Build(clause.Builder) {}
 
-// setOutcome records how the query of db was served.
+// setOutcome records how the query of db was served, and, for an answer
+// from the cache with GORM's logger at Info (db.Debug()), marks the SQL
+// GORM's log line prints (gormlog.go).
 func setOutcome(db *gorm.DB, o Outcome) {
 	db.Statement.Clauses[outcomeClause] = clause.Clause{Expression: outcomeExpr(o)}
+	if o.Cached() {
+		markLogLine(db, o)
+	}
 }
 
 // clearOutcome forgets the outcome a statement copied from the one it was
 // chained from: each query records its own.
 func clearOutcome(db *gorm.DB) {
 	delete(db.Statement.Clauses, outcomeClause)
+}
+
+// registerOutcomeClear makes the statements of the chains other than the
+// query chain (Create, Update, Delete, Raw/Exec, Row/Scan) forget the
+// outcome of a query run before on the same statement or on the one it was
+// chained from: OutcomeOf reports NotCached for them.
+func registerOutcomeClear(db *gorm.DB) error {
+	cb := db.Callback()
+	for _, s := range []struct {
+		name string
+		p    interface {
+			Register(string, func(*gorm.DB)) error
+		}
+	}{
+		{"create", cb.Create().Before("*")},
+		{"update", cb.Update().Before("*")},
+		{"delete", cb.Delete().Before("*")},
+		{"raw", cb.Raw().Before("*")},
+		{"row", cb.Row().Before("*")},
+	} {
+		if err := s.p.Register("dogpile:clear_outcome", clearOutcome); err != nil {
+			return fmt.Errorf("dogpile: register %s callback: %w", s.name, err)
+		}
+	}
+	return nil
 }
 
 // outcomeOfRegion maps how a region served a key to the query's outcome.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,7 @@ type Plugin struct {
 
 	graph graphState        // the schema's dependency graph (graph.go)
 	dv    *dataVersionWatch // SQLite's data_version, when checked (dataversion.go); nil: off
+	log   pluginLog         // WithLogger (log.go)
 }
 
 // PluginName is the name the plugin registers under.
@@ -99,6 +101,8 @@ type pluginConfig struct {
 	triggerWrites map[string][]string
 	// dataVersionEvery: WithDataVersionCheck; 0 means off (dataversion.go).
 	dataVersionEvery time.Duration
+	// logger: WithLogger; nil means off (log.go).
+	logger *slog.Logger
 }
 
 // WithDecodedCache bounds the memory the plugin spends remembering decoded
@@ -211,6 +215,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return err // before the database is changed in any way
 	}
 	p.initialized = true
+	if err := p.initObserve(db); err != nil {
+		return err
+	}
 	if w, ok := db.ConnPool.(*pool); ok {
 		p.rawPool = w.ConnPool
 	} else {
