@@ -788,6 +788,14 @@ func fmtValue(v reflect.Value) string {
 	return fmt.Sprintf("%#v (%s)", v.Interface(), v.Type())
 }
 
+// parityUnused reports region stats of a region no query used: the
+// invalidations the seeding's writes sent (Stats.Invalidations) are not a
+// use.
+func parityUnused(s region.Stats) bool {
+	s.Invalidations, s.InvalidationFailures, s.InvalidationRetries, s.InvalidationsRetried = 0, 0, 0, 0
+	return s == (region.Stats{})
+}
+
 // ---------------------------------------------------------------------------
 // The matrix
 
@@ -875,7 +883,7 @@ func parityRunCase(t *testing.T, db *dbtest.DB, bare *gorm.DB, r *region.Region,
 		compare(what, plain, hit)
 		switch {
 		case c.bypass:
-			if hit.queries != want || r.Stats() != (region.Stats{}) {
+			if hit.queries != want || !parityUnused(r.Stats()) {
 				t.Errorf("bypass: %s made %d statements with region stats %+v; want %d and an unused region", what, hit.queries, r.Stats(), want)
 			}
 		case c.scanErr:
@@ -951,7 +959,7 @@ func TestParityBypass(t *testing.T) {
 				t.Errorf("Raw.Scan #%d: %d statements; want 1", i, cached.queries)
 			}
 		}
-		if s := r.Stats(); s != (region.Stats{}) {
+		if s := r.Stats(); !parityUnused(s) {
 			t.Errorf("Row/Rows/Scan touched the region: %+v", s)
 		}
 	})
@@ -1020,7 +1028,7 @@ func TestParityDryRun(t *testing.T) {
 				t.Errorf("ToSQL %s: %q; without FromCache %q", f.name, cs, ps)
 			}
 		}
-		if s := r.Stats(); s.Misses != 0 || s.Hits != 0 || s.Regenerations != 0 || s != (region.Stats{}) {
+		if s := r.Stats(); s.Misses != 0 || s.Hits != 0 || s.Regenerations != 0 || !parityUnused(s) {
 			t.Errorf("DryRun/ToSQL touched the region: %+v", s)
 		}
 	})
