@@ -265,7 +265,10 @@ func TestDefaultPrecedence(t *testing.T) {
 		} {
 			o0, b0 := other.Stats(), books.Stats()
 			id := 3
-			expectRuns(t, db, c.name, func() *gorm.DB { b = DefaultBook{}; return db.Scopes(c.scopes...).Where("title <> ?", c.name).First(&b, id) },
+			expectRuns(t, db, c.name, func() *gorm.DB {
+				b = DefaultBook{}
+				return db.Scopes(c.scopes...).Where("title <> ?", c.name).First(&b, id)
+			},
 				1, dogpile.Miss, 0, dogpile.Hit)
 			if o1, b1 := other.Stats(), books.Stats(); o1.Misses-o0.Misses != 1 || o1.Hits-o0.Hits != 1 || b1 != b0 {
 				t.Errorf("%s: other %+v → %+v, books %+v → %+v; want the query's own region", c.name, o0, o1, b0, b1)
@@ -374,7 +377,10 @@ func BenchmarkHitDefault(b *testing.B) {
 		}
 	}
 	b.Run("inline", func(b *testing.B) {
-		run(b, func() error { var u BenchInlineDefaultUser; return db.Scopes(dogpile.FromCache("default")).First(&u, 42).Error })
+		run(b, func() error {
+			var u BenchInlineDefaultUser
+			return db.Scopes(dogpile.FromCache("default")).First(&u, 42).Error
+		})
 	})
 	b.Run("model", func(b *testing.B) {
 		run(b, func() error { var u BenchDefaultUser; return db.First(&u, 42).Error })

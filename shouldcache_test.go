@@ -103,7 +103,10 @@ func TestShouldCacheDest(t *testing.T) {
 		})
 		var items []KeptItem
 		run := func(kind string) func() *gorm.DB {
-			return func() *gorm.DB { items = nil; return db.Scopes(dogpile.FromCache("kept", onlyB)).Where("kind = ?", kind).Find(&items) }
+			return func() *gorm.DB {
+				items = nil
+				return db.Scopes(dogpile.FromCache("kept", onlyB)).Where("kind = ?", kind).Find(&items)
+			}
 		}
 		expectRuns(t, db, "refused", run("a"), 1, dogpile.Miss, 1, dogpile.Miss)
 		expectRuns(t, db, "kept", run("b"), 1, dogpile.Miss, 0, dogpile.Hit)
@@ -117,7 +120,10 @@ func TestShouldCacheDest(t *testing.T) {
 			t.Errorf("NotStoredBy.ShouldCache %d; want 2", got)
 		}
 		// The plain scope of the region, shared, stores what onlyB refused.
-		expectRuns(t, db, "without ShouldCache", func() *gorm.DB { items = nil; return db.Scopes(dogpile.FromCache("kept")).Where("kind = ?", "a").Find(&items) },
+		expectRuns(t, db, "without ShouldCache", func() *gorm.DB {
+			items = nil
+			return db.Scopes(dogpile.FromCache("kept")).Where("kind = ?", "a").Find(&items)
+		},
 			1, dogpile.Miss, 0, dogpile.Hit)
 	})
 }
