@@ -403,3 +403,73 @@ func BenchmarkHitDefault(b *testing.B) {
 		}
 	})
 }
+
+// ExampleCachedAuthor is an author cached by default: every query of the
+// model is answered from the region "default".
+type ExampleCachedAuthor struct {
+	ID   uint
+	Name string
+}
+
+func (ExampleCachedAuthor) TableName() string { return "example_authors" }
+
+func (ExampleCachedAuthor) CacheRegion() string { return "default" }
+
+func (ExampleCachedAuthor) CacheOptions() []dogpile.Option {
+	return []dogpile.Option{dogpile.WithExpiration(5 * time.Minute)}
+}
+
+func ExampleCacheRegioner() {
+	db, pool, done := openExampleDB()
+	defer done()
+	regions := map[string]*region.Region{"default": region.New(memory.New())}
+	if err := db.Use(dogpile.New(regions)); err != nil {
+		panic(err)
+	}
+	pool.Reset()
+	for range 3 {
+		var a ExampleCachedAuthor
+		tx := db.Where("name = ?", "Lem").First(&a)
+		fmt.Println(a.Name, dogpile.OutcomeOf(tx), pool.Queries(), "queries so far")
+	}
+	// Output:
+	// Lem miss 1 queries so far
+	// Lem hit 1 queries so far
+	// Lem hit 1 queries so far
+}
+
+func ExampleWithCachedTables() {
+	db, pool, done := openExampleDB()
+	defer done()
+	regions := map[string]*region.Region{"default": region.New(memory.New())}
+	if err := db.Use(dogpile.New(regions, dogpile.WithCachedTables("default", "example_books"))); err != nil {
+		panic(err)
+	}
+	pool.Reset()
+	for range 2 {
+		var titles []string
+		db.Model(&ExampleBook{}).Order("title").Pluck("title", &titles)
+		fmt.Println(titles, pool.Queries(), "queries so far")
+	}
+	// Output:
+	// [Lathe of Heaven Solaris The Dispossessed] 1 queries so far
+	// [Lathe of Heaven Solaris The Dispossessed] 1 queries so far
+}
+
+func ExampleNoCache() {
+	db, pool, done := openExampleDB()
+	defer done()
+	regions := map[string]*region.Region{"default": region.New(memory.New())}
+	if err := db.Use(dogpile.New(regions, dogpile.WithCachedTables("default", "example_books"))); err != nil {
+		panic(err)
+	}
+	pool.Reset()
+	for range 2 {
+		var n int64
+		tx := db.Scopes(dogpile.NoCache()).Model(&ExampleBook{}).Count(&n)
+		fmt.Println(n, "books,", dogpile.OutcomeOf(tx), pool.Queries(), "queries so far")
+	}
+	// Output:
+	// 3 books, not cached 1 queries so far
+	// 3 books, not cached 2 queries so far
+}

@@ -143,3 +143,28 @@ func TestShouldCacheDefault(t *testing.T) {
 		}
 	})
 }
+
+func ExampleShouldCache() {
+	db, pool, done := openExampleDB()
+	defer done()
+	regions := map[string]*region.Region{"default": region.New(memory.New())}
+	if err := db.Use(dogpile.New(regions)); err != nil {
+		panic(err)
+	}
+	// Searches that find nothing are not cached: a book added later is
+	// found at once.
+	search := dogpile.FromCache("default", dogpile.ShouldCache(dogpile.NonEmpty))
+	pool.Reset()
+	for _, title := range []string{"Solaris", "Solaris", "Dune", "Dune"} {
+		var books []ExampleBook
+		tx := db.Scopes(search).Where("title = ?", title).Find(&books)
+		fmt.Println(title, len(books), dogpile.OutcomeOf(tx), pool.Queries(), "queries so far")
+	}
+	fmt.Println(regions["default"].Stats().NotStoredBy.ShouldCache, "answers not stored")
+	// Output:
+	// Solaris 1 miss 1 queries so far
+	// Solaris 1 hit 1 queries so far
+	// Dune 0 miss 2 queries so far
+	// Dune 0 miss 3 queries so far
+	// 2 answers not stored
+}
