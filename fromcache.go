@@ -19,9 +19,10 @@ import (
 // values, not closures: passing them allocates nothing.
 type Option struct {
 	kind   optionKind
-	d      time.Duration // WithExpiration
-	name   string        // WithKey
-	tables []string      // WithTables, as given
+	d      time.Duration                   // WithExpiration
+	name   string                          // WithKey
+	tables []string                        // WithTables, as given
+	keep   func(dest any, rows int64) bool // ShouldCache
 }
 
 type optionKind uint8
@@ -32,6 +33,7 @@ const (
 	optKey
 	optTables
 	optIgnoreExpiration
+	optShouldCache
 )
 
 // fromCache is what a FromCache scope asks of a query. It is immutable once
@@ -42,8 +44,9 @@ type fromCache struct {
 	expiration    time.Duration
 	expirationSet bool
 	ignoreExpiry  bool
-	name          string   // WithKey
-	tables        []string // WithTables, normalised
+	name          string            // WithKey
+	tables        []string          // WithTables, normalised
+	keep          region.CallOption // ShouldCache (keepOf); nil: none
 
 	clause clause.Clause // the clause its scope puts on a statement (fromCacheClause)
 }
@@ -196,8 +199,11 @@ func FromCache(regionName string, opts ...Option) func(*gorm.DB) *gorm.DB {
 		}
 	}
 	k := scopeKey{region: regionName}
-	if tables := optionsOf(&k, opts); tables != nil {
-		return newFromCache(k, tables).apply
+	tables := optionsOf(&k, opts)
+	if keep := keepOf(opts); tables != nil || keep != nil {
+		fc := newFromCache(k, tables)
+		fc.keep = keep
+		return fc.apply
 	}
 	sc := shared(k, func() func(*gorm.DB) *gorm.DB { return newFromCache(k, nil).apply })
 	if len(opts) == 0 && sharedScopes.last.Load() != sc {
@@ -231,6 +237,9 @@ func (p *Plugin) query(db *gorm.DB) {
 		}
 	}
 	c, ok := db.Statement.Clauses[fromCacheClause]
+	if !ok {
+		c, ok = p.cacheByDefault(db) // defaults.go
+	}
 	if !ok || db.Error != nil || db.DryRun {
 		p.queryHandle(db)
 		return
@@ -366,6 +375,9 @@ func (p *Plugin) finish(db *gorm.DB, rows int64) {
 // when they cannot be known) and the key name.
 func (fc *fromCache) callOptions(scan *scanned) []region.CallOption {
 	if fc.tables == nil && fc.name == "" && !fc.expirationSet && !fc.ignoreExpiry {
+		if fc.keep != nil {
+			return append(scan.opts[:len(scan.opts):len(scan.opts)], fc.keep)
+		}
 		return scan.opts // the common case: nothing to build
 	}
 	return fc.withExpiry(region.WithTags(fc.dependsOn(scan)...))
@@ -391,6 +403,9 @@ func (fc *fromCache) withExpiry(opts ...region.CallOption) []region.CallOption {
 	}
 	if fc.ignoreExpiry {
 		opts = append(opts, region.IgnoreExpiration())
+	}
+	if fc.keep != nil {
+		opts = append(opts, fc.keep)
 	}
 	return opts
 }

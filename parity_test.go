@@ -19,6 +19,7 @@ package dogpile_test
 // run on databases whose driver is set to return other zones.
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -212,6 +213,9 @@ type parityCase struct {
 	// included, reaches the database (queries statements), each one adds
 	// one to the region's NotStored, and the region has no hits.
 	scanErr bool
+	// raw marks raw SQL (Raw(…).Find), which cache by default does not
+	// apply to: its default runs all reach the database, not cached.
+	raw bool
 	// check sanity-checks the plain answer, so that a case tests what it
 	// says it tests.
 	check func(t *testing.T, dest any, rows int64)
@@ -455,17 +459,17 @@ func parityCases() []parityCase {
 		}, check: wantRows(27)},
 
 		// Raw(…).Find
-		{name: "Raw/structs", run: func(tx *gorm.DB) (any, int64, error) {
+		{name: "Raw/structs", raw: true, run: func(tx *gorm.DB) (any, int64, error) {
 			var us []ParityUser
 			r := tx.Raw("SELECT id, name, age, score, active, nickname, avatar, created_at, deleted_at FROM parity_users WHERE age = ? ORDER BY id", 23).Find(&us)
 			return us, r.RowsAffected, r.Error
 		}},
-		{name: "Raw/maps", run: func(tx *gorm.DB) (any, int64, error) {
+		{name: "Raw/maps", raw: true, run: func(tx *gorm.DB) (any, int64, error) {
 			var ms []map[string]any
 			r := tx.Raw("SELECT id, name, age, score, active, nickname, avatar, created_at, deleted_at, company_id FROM parity_users WHERE age = ? ORDER BY id", 23).Find(&ms)
 			return ms, r.RowsAffected, r.Error
 		}},
-		{name: "Raw/scalars", run: func(tx *gorm.DB) (any, int64, error) {
+		{name: "Raw/scalars", raw: true, run: func(tx *gorm.DB) (any, int64, error) {
 			var names []string
 			r := tx.Raw("SELECT name FROM parity_users WHERE age = ? ORDER BY id", 23).Find(&names)
 			return names, r.RowsAffected, r.Error
@@ -788,6 +792,14 @@ func fmtValue(v reflect.Value) string {
 	return fmt.Sprintf("%#v (%s)", v.Interface(), v.Type())
 }
 
+// parityUnused reports region stats of a region no query used: the
+// invalidations the seeding's writes sent (Stats.Invalidations) are not a
+// use.
+func parityUnused(s region.Stats) bool {
+	s.Invalidations, s.InvalidationFailures, s.InvalidationRetries, s.InvalidationsRetried = 0, 0, 0, 0
+	return s == (region.Stats{})
+}
+
 // ---------------------------------------------------------------------------
 // The matrix
 
@@ -802,8 +814,14 @@ func TestParityMatrix(t *testing.T) {
 				names[i] = c.name
 			}
 			regions, bare := paritySetupWith(t, env.db, env.seed, names...)
+			d := parityDefaultsDB(t, env.db)
 			for _, c := range env.cases {
-				t.Run(c.name, func(t *testing.T) { parityRunCase(t, env.db, bare, regions[c.name], c) })
+				t.Run(c.name, func(t *testing.T) { parityRunCase(t, env.db, bare, regions[c.name], c, d) })
+			}
+			if env.db == db {
+				for _, c := range parityModelCases() {
+					t.Run("Model/"+c.name, func(t *testing.T) { parityRunModelCase(t, env.db, bare, d, c) })
+				}
 			}
 		}
 	})
@@ -811,7 +829,7 @@ func TestParityMatrix(t *testing.T) {
 
 // parityRunCase runs one case of the matrix on db (bare: the same pool
 // without the plugin; r: the case's region).
-func parityRunCase(t *testing.T, db *dbtest.DB, bare *gorm.DB, r *region.Region, c parityCase) {
+func parityRunCase(t *testing.T, db *dbtest.DB, bare *gorm.DB, r *region.Region, c parityCase, d *parityDefaults) {
 	t.Helper()
 	want := c.queries
 	if want == 0 {
@@ -875,7 +893,7 @@ func parityRunCase(t *testing.T, db *dbtest.DB, bare *gorm.DB, r *region.Region,
 		compare(what, plain, hit)
 		switch {
 		case c.bypass:
-			if hit.queries != want || r.Stats() != (region.Stats{}) {
+			if hit.queries != want || !parityUnused(r.Stats()) {
 				t.Errorf("bypass: %s made %d statements with region stats %+v; want %d and an unused region", what, hit.queries, r.Stats(), want)
 			}
 		case c.scanErr:
@@ -904,6 +922,249 @@ func parityRunCase(t *testing.T, db *dbtest.DB, bare *gorm.DB, r *region.Region,
 	}
 	if t.Failed() {
 		t.Logf("region stats %+v; statements: plain %d, miss %d, hit %d", r.Stats(), plain.queries, miss.queries, hit.queries)
+	}
+	parityRunDefault(t, db, d, d.tables, c, plain)
+}
+
+// ---------------------------------------------------------------------------
+// Cache by default in the matrix: every case also runs, without a scope, on
+// a *gorm.DB over the same pool whose plugin caches every table of the
+// matrix (WithCachedTables), with NoCache and without; and the cases of an
+// opted-in twin of ParityUser (CacheRegioner) run there too. Queries cached
+// by default must be indistinguishable from the same queries without the
+// cache, as FromCache ones are.
+
+// parityDefaults is the matrix's database caching by default.
+type parityDefaults struct {
+	db       *gorm.DB
+	tables   *region.Region    // WithCachedTables of every table of the matrix
+	model    *region.Region    // ParityCachedUser's CacheRegion
+	outcomes []dogpile.Outcome // of each statement since last cleared
+}
+
+// parityDefaultsDB opens db's pool again with a plugin caching every table
+// of db by default, and records the outcome of each statement.
+func parityDefaultsDB(t *testing.T, db *dbtest.DB) *parityDefaults {
+	t.Helper()
+	tables, err := db.Migrator().GetTables()
+	dbtest.Must(t, err)
+	d := &parityDefaults{
+		tables: region.New(memory.New(), region.WithExpiration(time.Minute), region.WithName("parity-default")),
+		model:  region.New(memory.New(), region.WithExpiration(time.Minute), region.WithName("parity-model")),
+	}
+	cfg := &gorm.Config{Logger: logger.Discard}
+	var conn gorm.ConnPool = db.Pool
+	switch db.Dialect {
+	case "sqlite":
+		d.db, err = gorm.Open(sqlite.New(sqlite.Config{Conn: conn}), cfg)
+	case "postgres":
+		d.db, err = gorm.Open(postgres.New(postgres.Config{Conn: conn}), cfg)
+	default:
+		t.Fatalf("dialect %q", db.Dialect)
+	}
+	dbtest.Must(t, err)
+	dbtest.Must(t, d.db.Use(dogpile.New(map[string]*region.Region{"parity-default": d.tables, "parity-model": d.model},
+		dogpile.WithCachedTables("parity-default", tables...))))
+	dbtest.Must(t, d.db.Callback().Query().After("gorm:query").Before("gorm:preload").Register("parity:outcome", func(tx *gorm.DB) {
+		d.outcomes = append(d.outcomes, dogpile.OutcomeOf(tx))
+	}))
+	return d
+}
+
+// run runs c on tx, and returns its result and the outcome of its first
+// (top-level) statement.
+func (d *parityDefaults) run(db *dbtest.DB, tx func() *gorm.DB, c parityCase) (parityResult, dogpile.Outcome) {
+	d.outcomes = d.outcomes[:0]
+	res := parityRun(db.Pool, tx, c.run)
+	if len(d.outcomes) == 0 {
+		return res, dogpile.NotCached
+	}
+	return res, d.outcomes[0]
+}
+
+// parityRunDefault runs case c on d with NoCache (twice) and cached by
+// default in r (a miss and two hits), and compares each with plain.
+func parityRunDefault(t *testing.T, db *dbtest.DB, d *parityDefaults, r *region.Region, c parityCase, plain parityResult) {
+	t.Helper()
+	want := c.queries
+	if want == 0 {
+		want = 1
+	}
+	compare := func(what string, got parityResult) {
+		t.Helper()
+		if c.scanErr {
+			parityCompareScanErr(t, what, plain, got)
+		} else {
+			parityCompare(t, what, plain, got, c.notFound)
+		}
+	}
+	// A miss of its own: the queries of other cases may be this one's.
+	dbtest.Must(t, r.Invalidate(context.Background(), true))
+	s0 := r.Stats()
+	for _, what := range []string{"NoCache", "NoCache again"} {
+		res, o := d.run(db, func() *gorm.DB { return d.db.Scopes(dogpile.NoCache()) }, c)
+		compare(what, res)
+		if res.queries != want || o != dogpile.NotCached {
+			t.Errorf("%s: %d statements, outcome %v; want %d, not cached", what, res.queries, o, want)
+		}
+	}
+	if s := r.Stats(); s != s0 {
+		t.Errorf("NoCache used the region: %+v → %+v", s0, s)
+	}
+	for i, what := range []string{"default miss", "default hit", "default second hit"} {
+		res, o := d.run(db, func() *gorm.DB { return d.db }, c)
+		compare(what, res)
+		wantQ, wantO := want, dogpile.Miss
+		switch {
+		case c.raw:
+			wantO = dogpile.NotCached
+		case c.bypass:
+			wantO = dogpile.Bypassed
+		case c.scanErr: // never stored: every run is a miss
+		case i > 0:
+			wantQ, wantO = c.hitQ, dogpile.Hit
+		}
+		if res.queries != wantQ || o != wantO {
+			t.Errorf("%s: %d statements, outcome %v; want %d, %v", what, res.queries, o, wantQ, wantO)
+		}
+		scribble(reflect.ValueOf(res.dest))
+	}
+	s := r.Stats()
+	switch {
+	case c.raw || c.bypass:
+		if s != s0 {
+			t.Errorf("default: region used: %+v → %+v; want unused", s0, s)
+		}
+	case c.scanErr:
+		if s.NotStored-s0.NotStored != 3 || s.Hits != s0.Hits {
+			t.Errorf("default: region %+v → %+v; want 3 not stored, no hits", s0, s)
+		}
+	case s.Hits == s0.Hits || s.NotStored != s0.NotStored || s.DecodeFailures != s0.DecodeFailures || s.Errors != s0.Errors:
+		t.Errorf("default: region %+v → %+v; want hits, nothing unstored, no decode failures, no errors", s0, s)
+	}
+}
+
+// ParityCachedUser is ParityUser, on its table, opted in to cache by
+// default: its CacheRegion wins over the table option on parity_users.
+type ParityCachedUser struct {
+	ID        uint
+	Name      string
+	Age       int
+	Score     float64
+	Active    bool
+	Rank      int64
+	Small     int16
+	Nickname  *string
+	Avatar    []byte
+	CompanyID *uint
+	Company   *ParityCompany
+	Posts     []ParityPost `gorm:"foreignKey:ParityUserID"`
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	DeletedAt gorm.DeletedAt `gorm:"index"`
+
+	Loaded string `gorm:"-"`
+}
+
+func (ParityCachedUser) TableName() string { return "parity_users" }
+
+func (ParityCachedUser) CacheRegion() string { return "parity-model" }
+
+func (u *ParityCachedUser) AfterFind(*gorm.DB) error {
+	parityAfterFind.Add(1)
+	u.Loaded = "loaded:" + u.Name
+	return nil
+}
+
+// parityModelCases are queries of the opted-in model.
+func parityModelCases() []parityCase {
+	return []parityCase{
+		{name: "First/found", run: func(tx *gorm.DB) (any, int64, error) {
+			var u ParityCachedUser
+			r := tx.First(&u, 5)
+			return u, r.RowsAffected, r.Error
+		}, check: wantRows(1)},
+		{name: "First/not-found", notFound: true, run: func(tx *gorm.DB) (any, int64, error) {
+			var u ParityCachedUser
+			r := tx.First(&u, 9999)
+			return u, r.RowsAffected, r.Error
+		}},
+		{name: "First/soft-deleted", notFound: true, run: func(tx *gorm.DB) (any, int64, error) {
+			var u ParityCachedUser
+			r := tx.First(&u, 9)
+			return u, r.RowsAffected, r.Error
+		}},
+		{name: "Find/slice", run: func(tx *gorm.DB) (any, int64, error) {
+			var us []ParityCachedUser
+			r := tx.Where("age = ?", 22).Order("id").Find(&us)
+			return us, r.RowsAffected, r.Error
+		}},
+		{name: "Find/slice-empty", run: func(tx *gorm.DB) (any, int64, error) {
+			var us []ParityCachedUser
+			r := tx.Where("age > ?", 100).Find(&us)
+			return us, r.RowsAffected, r.Error
+		}, check: wantRows(0)},
+		{name: "Find/slice-of-pointers-unscoped", run: func(tx *gorm.DB) (any, int64, error) {
+			var us []*ParityCachedUser
+			r := tx.Unscoped().Where("age = ?", 20).Order("id").Find(&us)
+			return us, r.RowsAffected, r.Error
+		}},
+		{name: "Find/map-model", run: func(tx *gorm.DB) (any, int64, error) {
+			var m map[string]any
+			r := tx.Model(&ParityCachedUser{}).Where("id = ?", 2).Find(&m)
+			return m, r.RowsAffected, r.Error
+		}, check: wantRows(1)},
+		{name: "Count/where", run: func(tx *gorm.DB) (any, int64, error) {
+			var n int64
+			r := tx.Model(&ParityCachedUser{}).Where("age > ?", 22).Count(&n)
+			return n, r.RowsAffected, r.Error
+		}},
+		{name: "Pluck/strings", run: func(tx *gorm.DB) (any, int64, error) {
+			var names []string
+			r := tx.Model(&ParityCachedUser{}).Where("age = ?", 21).Order("id").Pluck("name", &names)
+			return names, r.RowsAffected, r.Error
+		}},
+		{name: "Joins/company", run: func(tx *gorm.DB) (any, int64, error) {
+			var us []ParityCachedUser
+			r := tx.Joins("Company").
+				Where(clause.Eq{Column: clause.Column{Table: "Company", Name: "name"}, Value: "globex"}).
+				Order("parity_users.id").Find(&us)
+			return us, r.RowsAffected, r.Error
+		}},
+		{name: "Preload/posts", queries: 2, hitQ: 1, run: func(tx *gorm.DB) (any, int64, error) {
+			var us []ParityCachedUser
+			r := tx.Preload("Posts", byID).Where("id <= ?", 8).Order("id").Find(&us)
+			return us, r.RowsAffected, r.Error
+		}, check: func(t *testing.T, dest any, _ int64) {
+			us := dest.([]ParityCachedUser)
+			if len(us) != 8 || len(us[1].Posts) != 2 || us[2].Posts == nil || len(us[2].Posts) != 0 {
+				t.Errorf("sanity: preload: %+v", us)
+			}
+		}},
+		{name: "Prefilled/struct-pk", bypass: true, run: func(tx *gorm.DB) (any, int64, error) {
+			u := ParityCachedUser{ID: 3, Name: "keep"}
+			r := tx.Select("id", "age").First(&u)
+			return u, r.RowsAffected, r.Error
+		}},
+	}
+}
+
+// parityRunModelCase runs a case of the opted-in model: without the plugin
+// (bare), then on d with NoCache and cached by default in the model's
+// region, whose table option is never used.
+func parityRunModelCase(t *testing.T, db *dbtest.DB, bare *gorm.DB, d *parityDefaults, c parityCase) {
+	t.Helper()
+	plain := parityRun(db.Pool, func() *gorm.DB { return bare }, c.run)
+	if plain.panic != "" || c.notFound != errors.Is(plain.err, gorm.ErrRecordNotFound) || (!c.notFound && plain.err != nil) {
+		t.Fatalf("query without the plugin: error %v, panic %s", plain.err, plain.panic)
+	}
+	if c.check != nil {
+		c.check(t, plain.dest, plain.rows)
+	}
+	t0 := d.tables.Stats()
+	parityRunDefault(t, db, d, d.model, c, plain)
+	if s := d.tables.Stats(); s != t0 {
+		t.Errorf("the table option's region was used: %+v → %+v; want the model's only", t0, s)
 	}
 }
 
@@ -951,7 +1212,7 @@ func TestParityBypass(t *testing.T) {
 				t.Errorf("Raw.Scan #%d: %d statements; want 1", i, cached.queries)
 			}
 		}
-		if s := r.Stats(); s != (region.Stats{}) {
+		if s := r.Stats(); !parityUnused(s) {
 			t.Errorf("Row/Rows/Scan touched the region: %+v", s)
 		}
 	})
@@ -1020,7 +1281,7 @@ func TestParityDryRun(t *testing.T) {
 				t.Errorf("ToSQL %s: %q; without FromCache %q", f.name, cs, ps)
 			}
 		}
-		if s := r.Stats(); s.Misses != 0 || s.Hits != 0 || s.Regenerations != 0 || s != (region.Stats{}) {
+		if s := r.Stats(); s.Misses != 0 || s.Hits != 0 || s.Regenerations != 0 || !parityUnused(s) {
 			t.Errorf("DryRun/ToSQL touched the region: %+v", s)
 		}
 	})

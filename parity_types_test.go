@@ -570,7 +570,7 @@ func parityTypeCases() []parityCase {
 			r := tx.Model(&ParityExotic{}).Order("id").Pluck("discount", &ms)
 			return ms, r.RowsAffected, r.Error
 		}},
-		{name: "Types/money-raw", run: func(tx *gorm.DB) (any, int64, error) {
+		{name: "Types/money-raw", raw: true, run: func(tx *gorm.DB) (any, int64, error) {
 			var rs []ParityMoneyRow
 			r := tx.Raw("SELECT id, name, price, discount FROM parity_exotics WHERE id <= ? ORDER BY id", 4).Find(&rs)
 			return rs, r.RowsAffected, r.Error
@@ -876,7 +876,7 @@ func parityZoneCases(kind string) []parityCase {
 			r := tx.Model(&ParityZoned{}).Where("id IN ?", parityZoneIDs).Order("id").Pluck("at", &ts)
 			return ts, r.RowsAffected, r.Error
 		}, check: func(t *testing.T, dest any, _ int64) { checkZones(t, dest.([]time.Time)) }},
-		{name: p + "raw", run: func(tx *gorm.DB) (any, int64, error) {
+		{name: p + "raw", raw: true, run: func(tx *gorm.DB) (any, int64, error) {
 			var rs []struct {
 				ID    uint
 				At    time.Time

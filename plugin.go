@@ -30,6 +30,7 @@ type Plugin struct {
 	lease       time.Duration    // the longest invalidation lease of the regions (foreigntx.go)
 	strict      bool             // WithStrictInvalidation: a failed pre-invalidation fails the commit
 	config      pluginConfig     // what New's options said
+	defaults    defaults         // cache by default (defaults.go)
 
 	// Set once by Initialize, under initMu, before any callback of the
 	// plugin can run; read-only afterwards.
@@ -102,7 +103,8 @@ type pluginConfig struct {
 	// dataVersionEvery: WithDataVersionCheck; 0 means off (dataversion.go).
 	dataVersionEvery time.Duration
 	// logger: WithLogger; nil means off (log.go).
-	logger *slog.Logger
+	logger       *slog.Logger
+	cachedTables []cachedTables // WithCachedTables (defaults.go)
 }
 
 // WithDecodedCache bounds the memory the plugin spends remembering decoded
@@ -173,6 +175,7 @@ func New(regions map[string]*region.Region, opts ...PluginOption) *Plugin {
 		p.regionNames = append(p.regionNames, n)
 	}
 	errs = append(errs, triggerConfigErrors(c.triggerWrites)...)
+	errs = append(errs, p.defaults.init(c.cachedTables, p.regions)...)
 	p.configErr = errors.Join(errs...)
 	return p
 }
@@ -251,6 +254,8 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		{"preload", cb.Query().Replace("gorm:preload", p.preload)},
 		{"preload begin", cb.Query().Before("gorm:preload").Register("dogpile:preload_begin", p.markPreloading)},
 		{"preload end", cb.Query().After("gorm:preload").Register("dogpile:preload_end", p.unmarkPreloading)},
+		{"default preload begin", cb.Query().Before("gorm:preload").Register("dogpile:default_preload_begin", markInPreload)},
+		{"default preload end", cb.Query().After("gorm:preload").Register("dogpile:default_preload_end", unmarkInPreload)},
 		{"create before", cb.Create().Before("gorm:create").Register("dogpile:before_create", p.beforeCreate)},
 		{"create after", cb.Create().After("gorm:create").Register("dogpile:after_create", p.afterWrite)},
 		{"update before", cb.Update().Before("gorm:update").Register("dogpile:before_update", p.beforeUpdate)},
