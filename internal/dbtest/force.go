@@ -3,6 +3,7 @@ package dbtest
 import (
 	"fmt"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -52,6 +53,14 @@ var forceOptOut = map[string]string{
 	// cache they are testing.
 	"TestStampedeExpiredServesStale": "reads the database's own state after a write behind the plugin's back",
 	"TestInvLease":                   "reads the database's own state after a write behind the plugin's back",
+	// These count the statements of queries cached by default, preloads and
+	// unlisted tables among them, which a forced scope would cache.
+	"TestDefaultModel":       "counts the statements of queries cached by default and of those that are not",
+	"TestDefaultTables":      "counts the statements of queries cached by default and of those that are not",
+	"TestShouldCacheDefault": "counts the statements of queries cached by default",
+	// These check what is reported of a query without FromCache.
+	"TestOutcomeOf":   "checks the outcome of queries without FromCache",
+	"TestGORMLogLine": "checks the log line of queries without FromCache",
 }
 
 // The top-level tests of this test binary whose databases were opened in
@@ -106,7 +115,8 @@ func forceScopes(db *gorm.DB) {
 	}
 	name := names[0]
 	db.Statement.Settings.Store(forcedKey{}, true)
-	if _, has := db.Statement.Clauses["dogpile:fromcache"]; !has {
+	_, optedOut := db.Statement.Clauses["dogpile:nocache"]
+	if _, has := db.Statement.Clauses["dogpile:fromcache"]; !has && !optedOut && !cachedByModel(db) {
 		dogpile.FromCache(name)(db)
 		forcedQueries.Add(1)
 	}
@@ -158,4 +168,23 @@ func ForceReport() string {
 	sort.Strings(out)
 	return fmt.Sprintf("forced-cache mode: %d top-level tests opened databases with FromCache and RelationshipCache forced (%d FromCache and %d RelationshipCache scopes added); %d opted out: %s",
 		len(forcedTests), forcedQueries.Load(), forcedPreloads.Load(), len(out), strings.Join(out, ", "))
+}
+
+// cachedByModel reports a statement whose model asks for a cache region
+// itself (dogpile.CacheRegioner): the plugin caches it by default, as the
+// test that made it wants.
+func cachedByModel(db *gorm.DB) bool {
+	m := db.Statement.Model
+	if m == nil {
+		m = db.Statement.Dest
+	}
+	if m == nil {
+		return false
+	}
+	t := reflect.TypeOf(m)
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+		t = t.Elem()
+	}
+	cr := reflect.TypeFor[dogpile.CacheRegioner]()
+	return t.Implements(cr) || reflect.PointerTo(t).Implements(cr)
 }
