@@ -91,7 +91,7 @@ func TestMetricsScriptedWorkload(t *testing.T) {
 		"dogpile.region.misses":        N + 1 + 1 + K, // the failing creator's, the not stored one's, every stampeder's
 		"dogpile.region.regenerations": N + 1 + 1 + 1,
 		"dogpile.region.lock_waits":    K - 1,
-		"dogpile.region.not_stored{dogpile.region=default,reason=should_cache}": 1,
+		"dogpile.region.not_stored{dogpile.region=default,reason=should_cache}":            1,
 		"dogpile.region.regeneration.duration.count{dogpile.region=default,outcome=ok}":    N + 1 + 1,
 		"dogpile.region.regeneration.duration.count{dogpile.region=default,outcome=error}": 1,
 		"dogpile.region.lock_wait.duration.count{dogpile.region=default}":                  K - 1,
