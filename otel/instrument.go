@@ -40,9 +40,10 @@ const (
 )
 
 // DurationBuckets are the bucket boundaries, in seconds, of the wait-time
-// and creator-time histograms: from 100µs (a wait for a creator in the
-// same process that hits a local store) to 10s (a creator timing out).
-var DurationBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+// and creator-time histograms: from 10µs (a creator reading SQLite in
+// memory, a wait for a creator in the same process) to 10s (a creator
+// timing out).
+var DurationBuckets = []float64{0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 // Option configures Instrument and WrapBackend.
 type Option func(*config)
