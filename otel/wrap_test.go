@@ -2,6 +2,8 @@ package dogpileotel_test
 
 import (
 	"context"
+	"math"
+	"runtime"
 	"testing"
 	"time"
 
@@ -47,9 +49,13 @@ func TestWrapMemory(t *testing.T) {
 	}
 }
 
-// TestHitAllocs: a hit through the plugin allocates exactly as much with
-// the metrics on as off: the instrumentation adds nothing to the hit path.
+// TestHitAllocs: a hit through the plugin allocates as much with the
+// metrics on as off: the instrumentation adds nothing to the hit path. The
+// mean over many hits is compared, within half an allocation: the race
+// detector makes sync.Pool drop items at random, so a count of one run may
+// differ by one.
 func TestHitAllocs(t *testing.T) {
+	const hits = 3000
 	allocs := func(on bool) float64 {
 		tel := newTelemetry(t)
 		var instrument func(*region.Region)
@@ -63,23 +69,29 @@ func TestHitAllocs(t *testing.T) {
 			}
 		}
 		db, r := gormDB(t, instrument)
-		var u User
-		if err := db.Scopes(dogpile.FromCache("default")).First(&u, 42).Error; err != nil {
-			t.Fatal(err)
-		}
-		n := testing.AllocsPerRun(200, func() {
+		hit := func() {
 			var u User
 			if err := db.Scopes(dogpile.FromCache("default")).First(&u, 42).Error; err != nil {
 				t.Fatal(err)
 			}
-		})
-		if s := r.Stats(); s.Hits != 201 {
-			t.Fatalf("%d hits, want 201", s.Hits)
 		}
-		return n
+		hit() // the miss
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range hits {
+			hit()
+		}
+		runtime.ReadMemStats(&after)
+		if s := r.Stats(); s.Hits != hits {
+			t.Fatalf("%d hits, want %d", s.Hits, hits)
+		}
+		return float64(after.Mallocs-before.Mallocs) / hits
 	}
 	off, on := allocs(false), allocs(true)
-	if on != off {
-		t.Fatalf("a hit allocates %v times with the metrics on, %v off", on, off)
+	t.Logf("allocations per hit: %.2f off, %.2f on", off, on)
+	if math.Abs(on-off) >= 0.5 {
+		t.Fatalf("a hit allocates %.2f times with the metrics on, %.2f off", on, off)
 	}
 }
