@@ -96,8 +96,10 @@ type Instrumentation struct {
 // region is done with: the region keeps the observer, which does nothing
 // after Close.
 //
-// Instrumenting a region twice, with the same providers, counts its events
-// twice and reports its counters twice with the same attributes.
+// Instrument a region once per MeterProvider: a second Instrumentation
+// would record its events twice and observe its counters twice with the
+// same attributes. Several regions share a MeterProvider, told apart by
+// their names (the dogpile.region attribute), which should then differ.
 func Instrument(r *region.Region, opts ...Option) (*Instrumentation, error) {
 	if r == nil {
 		return nil, errors.New("dogpileotel: Instrument of a nil region")
