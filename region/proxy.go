@@ -43,7 +43,8 @@ import (
 // Proxy is a Backend that forwards every call to Next: embed it in a
 // wrapper and override what the wrapper intercepts. It implements the
 // optional interfaces of a backend (ProcessLocal, CounterRefs,
-// ValueAppender, TagBumper, io.Closer and the operation timeout) by
+// ValueAppender, TagBumper, BreakerWatcher, io.Closer and the operation
+// timeout) by
 // forwarding them; a region uses them only where Next has them (see Unwrap).
 // A Proxy is as safe for concurrent use as Next.
 type Proxy struct {
@@ -113,6 +114,16 @@ func (p Proxy) Timeout() time.Duration {
 		return t.Timeout()
 	}
 	return 0
+}
+
+// BreakerOpen calls Next's BreakerOpen; a region calls it only when Next
+// is a BreakerWatcher.
+func (p Proxy) BreakerOpen() bool { return p.Next.(BreakerWatcher).BreakerOpen() }
+
+// WatchBreaker calls Next's WatchBreaker; a region calls it only when Next
+// is a BreakerWatcher.
+func (p Proxy) WatchBreaker(f func(open bool)) (stop func()) {
+	return p.Next.(BreakerWatcher).WatchBreaker(f)
 }
 
 // Close closes Next if it is an io.Closer, and returns nil otherwise.

@@ -68,6 +68,9 @@ func TestWrappedRedisKeepsItsInterfaces(t *testing.T) {
 		if !fencer || !prober {
 			t.Fatalf("region %d: the wrapped lock is a Fencer %v, a LockProber %v", i+1, fencer, prober)
 		}
+		if _, known := r.BreakerOpen(); !known {
+			t.Fatalf("region %d: the breaker of the wrapped Redis backend is hidden", i+1)
+		}
 	}
 	if region.ActualBackend(r2.Backend()) != region.Backend(b2) {
 		t.Fatal("ActualBackend does not find the Redis backend under its wrappers")
