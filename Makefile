@@ -6,7 +6,11 @@ STATICCHECK_VERSION ?= v0.8.2
 # repeated on their own below.
 RACE_COUNT ?= 20
 
-.PHONY: demo test deps vet staticcheck unit forced race-repeat bench fmt-check
+# Modules of their own, outside the root's ./...: the OpenTelemetry package
+# (so that the core has no OTel dependency) and the Prometheus example.
+SUBMODULES = otel examples/prometheus
+
+.PHONY: demo test deps vet staticcheck unit forced race-repeat bench fmt-check vet-sub staticcheck-sub unit-sub
 
 demo:
 	$(GO) run ./examples/quickstart
@@ -14,7 +18,7 @@ demo:
 ## test: everything CI runs — formatting, vet, staticcheck, the full test
 ## suite under the race detector (real Redis and PostgreSQL included), and the
 ## concurrency suites repeated $(RACE_COUNT) times.
-test: deps fmt-check vet staticcheck unit forced race-repeat
+test: deps fmt-check vet vet-sub staticcheck staticcheck-sub unit unit-sub forced race-repeat
 
 deps:
 	@bash scripts/install-test-deps.sh
@@ -32,6 +36,15 @@ staticcheck:
 unit:
 	$(GO) test -race -count=1 -timeout 30m ./...
 
+vet-sub:
+	@for m in $(SUBMODULES); do echo "vet $$m"; (cd $$m && $(GO) vet ./...) || exit 1; done
+
+staticcheck-sub:
+	@for m in $(SUBMODULES); do echo "staticcheck $$m"; (cd $$m && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...) || exit 1; done
+
+unit-sub:
+	@for m in $(SUBMODULES); do (cd $$m && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
+
 ## forced: the root package's suite again with FromCache and RelationshipCache
 ## forced on every query (internal/dbtest/force.go): a parity check of the
 ## cache against GORM over every test.
@@ -47,6 +60,7 @@ race-repeat:
 ## (bench-write).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	cd otel && $(GO) test -run '^$$' -bench . -benchmem ./...
 	@$(MAKE) --no-print-directory bench-write
 
 ## bench-write: the write benchmarks on PostgreSQL (no plugin, memory region,
