@@ -255,6 +255,19 @@ func (s *snapshot) stampsOf(i int) [][]byte {
 	return out
 }
 
+// tagsOf returns the names of the tags of entry i, in the order of
+// stampsOf.
+func (s *snapshot) tagsOf(i int) []string {
+	if s.sel == nil {
+		return s.tags[:s.shared]
+	}
+	out := make([]string, len(s.sel[i]))
+	for j, t := range s.sel[i] {
+		out[j] = s.tags[t]
+	}
+	return out
+}
+
 // tagKeysOf returns the counter keys of the tags of entry i.
 func (s *snapshot) tagKeysOf(i int) []string {
 	if s.sel == nil {
@@ -760,7 +773,7 @@ func (r *Region) store(ctx context.Context, k string, payload []byte, s *snapsho
 	now := s.now
 	expires, dies, ttl := r.lifetimes(now, co, s.pending)
 	stamps := s.stampsOf(i)
-	env := envelope{created: now, expires: expires, dies: dies, hard: s.inv.hard, soft: s.inv.soft, stamps: stamps, payload: payload}
+	env := envelope{created: now, expires: expires, dies: dies, hard: s.inv.hard, soft: s.inv.soft, stamps: stamps, tags: s.tagsOf(i), payload: payload}
 	item := Item{Key: k, Value: env.marshal(), TTL: ttl}
 	if len(stamps) == 0 && fence == nil {
 		return true, r.backend.SetMulti(ctx, []Item{item})
