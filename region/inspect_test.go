@@ -32,7 +32,7 @@ func (tagLoader) Create(_ context.Context, keys []string) (map[string]any, error
 	return out, nil
 }
 func (tagLoader) Decode(string, region.Codec, []byte) error { return nil }
-func (tagLoader) Adopt(string, any, bool) bool               { return true }
+func (tagLoader) Adopt(string, any, bool) bool              { return true }
 
 // TestInspect lists a region's entries and counts them on every backend
 // that can list its keys: a single Redis, a Redis Cluster (keys on every
