@@ -246,7 +246,7 @@ func connect(ctx context.Context, g globals) (*conn, error) {
 		client = goredis.NewClusterClient(&goredis.ClusterOptions{
 			Addrs:       addrs,
 			DialTimeout: g.timeout, ReadTimeout: g.timeout, WriteTimeout: g.timeout,
-			MaxRetries: -1, MaxRedirects: 3,
+			MaxRetries: -1, MaxRedirects: 3, DialerRetries: 1,
 		})
 		where = strings.Join(addrs, ",")
 	case g.redisURL != "":
