@@ -23,6 +23,22 @@ import (
 //   - "<table>#rows" (coarseTag) and "<table>#<columns>=<values>" (rowTag):
 //     RelationshipCache entries, per parent; see below.
 
+// TableTags returns the tags a write to table whose rows are not known (a
+// raw SQL statement, a write reported by the PostgreSQL feed) bumps in a
+// region when the schema graph adds nothing to it (no foreign-key action,
+// view or declared trigger write reaches another relation): the table's tag
+// (the name lower-cased, without quotes or schema), its RelationshipCache
+// coarse tag ("<table>#rows"), and "*", the tag of queries whose tables are
+// not known.
+// Invalidating them in a region (region.InvalidateTags) is what the plugin
+// does there for such a write: every cached answer that read the table
+// becomes a miss. It is for tools that share a cache with the application
+// without its *gorm.DB, such as cmd/dogpile after data was fixed by hand.
+func TableTags(table string) []string {
+	t := normTable(table)
+	return []string{t, coarseTag(t), anyTable}
+}
+
 // anyTable is the tag of queries whose tables are not known.
 const anyTable = "*"
 

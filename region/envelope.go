@@ -9,8 +9,9 @@ import (
 // another version is a miss and is regenerated, so a deploy that changes the
 // format never misreads old entries. Bump it with any change to the layout.
 // Version 2 added the region-wide generations (hard, soft), which replaced
-// version 1's comparison of created with invalidation times.
-const envelopeVersion = 2
+// version 1's comparison of created with invalidation times; version 3 the
+// names of the tags after the stamps, for inspection (inspect.go).
+const envelopeVersion = 3
 
 // envelope is one stored value with its metadata:
 //
@@ -22,13 +23,17 @@ const envelopeVersion = 2
 //	int64    hard, the region's hard generation when the value was made
 //	int64    soft, the region's soft generation when the value was made
 //	uvarint  number of stamps, then each stamp as uvarint length + bytes
+//	uvarint  length of the tag names, then the names: uvarint count, then
+//	         each name as uvarint length + bytes
 //	rest     payload, as the codec wrote it
 //
 // The stamps are the values of the entry's tags as read before its value
 // was made; the entry is valid only while every tag still holds them. The
 // generations are those of the region-wide record, read with the stamps:
 // another hard generation makes the entry a miss, another soft one stale.
-// The times serve expiry only, never invalidation.
+// The times serve expiry only, never invalidation. The tag names are those
+// of the stamps, in their order; only inspection reads them (Entries), so a
+// read skips them whole by their length and never parses them.
 type envelope struct {
 	created int64
 	expires int64
@@ -36,12 +41,15 @@ type envelope struct {
 	hard    int64
 	soft    int64
 	stamps  [][]byte // what marshal writes; unmarshal leaves it nil
+	tags    []string // the stamps' tag names, for marshal; unmarshal leaves it nil
 	payload []byte
 
 	// Set by unmarshal: the stamps as stored, read with nextStamp or
 	// stampList. Not parsed into slices, so that a hit allocates nothing.
 	nstamps   int
 	rawStamps []byte
+	// rawTags is the stored blob of tag names, read with tagList.
+	rawTags []byte
 }
 
 // nextStamp splits the first stamp off raw stamps that unmarshal checked.
@@ -63,6 +71,32 @@ func (e *envelope) stampList() [][]byte {
 	return out
 }
 
+// tagList parses the tag names unmarshal left in rawTags.
+func (e *envelope) tagList() ([]string, error) {
+	b := e.rawTags
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)) {
+		return nil, errBadEnvelope
+	}
+	b = b[k:]
+	var out []string
+	if n > 0 {
+		out = make([]string, 0, n)
+	}
+	for range n {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)-k) {
+			return nil, errBadEnvelope
+		}
+		out = append(out, string(b[k:k+int(l)]))
+		b = b[k+int(l):]
+	}
+	if len(b) != 0 {
+		return nil, errBadEnvelope
+	}
+	return out, nil
+}
+
 // fixedLen is the length of the fixed fields after the version byte.
 const fixedLen = 5 * 8
 
@@ -74,6 +108,11 @@ func (e *envelope) marshal() []byte {
 	for _, s := range e.stamps {
 		n += binary.MaxVarintLen64 + len(s)
 	}
+	tagsLen := uvarintLen(uint64(len(e.tags)))
+	for _, t := range e.tags {
+		tagsLen += uvarintLen(uint64(len(t))) + len(t)
+	}
+	n += binary.MaxVarintLen64 + tagsLen
 	b := make([]byte, 0, n)
 	b = append(b, envelopeVersion)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.created))
@@ -86,7 +125,23 @@ func (e *envelope) marshal() []byte {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
+	b = binary.AppendUvarint(b, uint64(tagsLen))
+	b = binary.AppendUvarint(b, uint64(len(e.tags)))
+	for _, t := range e.tags {
+		b = binary.AppendUvarint(b, uint64(len(t)))
+		b = append(b, t...)
+	}
 	return append(b, e.payload...)
+}
+
+// uvarintLen is the length of n as a uvarint.
+func uvarintLen(n uint64) int {
+	l := 1
+	for n >= 0x80 {
+		n >>= 7
+		l++
+	}
+	return l
 }
 
 // unmarshal parses b; the envelope's slices alias b.
@@ -121,6 +176,11 @@ func (e *envelope) unmarshal(b []byte) error {
 		b = b[k+int(l):]
 	}
 	e.rawStamps = start[:len(start)-len(b)]
-	e.payload = b
+	l, k := binary.Uvarint(b)
+	if k <= 0 || l > uint64(len(b)-k) {
+		return errBadEnvelope
+	}
+	e.tags, e.rawTags = nil, b[k:k+int(l)]
+	e.payload = b[k+int(l):]
 	return nil
 }

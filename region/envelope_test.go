@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -13,15 +15,15 @@ func sampleEnvelopes() []envelope {
 		{},
 		{created: 1, expires: 2, dies: 3, hard: 4, soft: 5},
 		{created: -1, expires: math.MaxInt64, dies: math.MinInt64, hard: math.MinInt64, soft: math.MaxInt64, payload: []byte("payload")},
-		{created: 1767225600000000000, expires: 1767226200000000000, stamps: [][]byte{[]byte("123456789")}, payload: []byte{0x84, 0xa2, 'I', 'D'}},
-		{created: 5, stamps: [][]byte{{}, []byte("7"), bytes.Repeat([]byte("x"), 300)}, payload: bytes.Repeat([]byte{0xff}, 1000)},
-		{stamps: make([][]byte, 200)}, // many empty stamps
+		{created: 1767225600000000000, expires: 1767226200000000000, stamps: [][]byte{[]byte("123456789")}, tags: []string{"users"}, payload: []byte{0x84, 0xa2, 'I', 'D'}},
+		{created: 5, stamps: [][]byte{{}, []byte("7"), bytes.Repeat([]byte("x"), 300)}, tags: []string{"", "t#rows", strings.Repeat("y", 200)}, payload: bytes.Repeat([]byte{0xff}, 1000)},
+		{stamps: make([][]byte, 200), tags: make([]string, 200)}, // many empty stamps
 	}
 }
 
 func equalEnvelopes(a, b *envelope) bool {
 	if a.created != b.created || a.expires != b.expires || a.dies != b.dies || a.hard != b.hard || a.soft != b.soft ||
-		len(a.stamps) != len(b.stamps) || !bytes.Equal(a.payload, b.payload) {
+		len(a.stamps) != len(b.stamps) || !bytes.Equal(a.payload, b.payload) || !slices.Equal(a.tags, b.tags) {
 		return false
 	}
 	for i := range a.stamps {
@@ -77,7 +79,11 @@ func headerLen(e *envelope) int {
 	for _, s := range e.stamps {
 		n += len(binary.AppendUvarint(nil, uint64(len(s)))) + len(s)
 	}
-	return n
+	names := len(binary.AppendUvarint(nil, uint64(len(e.tags))))
+	for _, t := range e.tags {
+		names += len(binary.AppendUvarint(nil, uint64(len(t)))) + len(t)
+	}
+	return n + len(binary.AppendUvarint(nil, uint64(names))) + names
 }
 
 // Any cut inside the header is an error. The payload has no length of its
@@ -130,6 +136,7 @@ func TestEnvelopeMalformed(t *testing.T) {
 		{"version only", []byte{envelopeVersion}, errBadEnvelope},
 		{"other version", append([]byte{envelopeVersion + 1}, make([]byte, 40)...), errOldEnvelope},
 		{"version zero", append([]byte{0}, make([]byte, 40)...), errOldEnvelope},
+		{"version 2 (before tag names)", append([]byte{2}, make([]byte, 41)...), errOldEnvelope},
 		{"no stamp count", header(), errBadEnvelope},
 		{"unterminated stamp count", header([]byte{0x80}), errBadEnvelope},
 		{"overlong stamp count", header(overlong), errBadEnvelope},
@@ -143,6 +150,14 @@ func TestEnvelopeMalformed(t *testing.T) {
 		{"stamp length 2^63", header(uvarint(1), uvarint(1<<63), []byte("abc")), errBadEnvelope},
 		{"stamp length one past the end", header(uvarint(1), uvarint(4), []byte("abc")), errBadEnvelope},
 		{"second stamp past the end", header(uvarint(2), uvarint(1), []byte("a"), uvarint(2), []byte("b")), errBadEnvelope},
+		{"no tag names length", header(uvarint(0)), errBadEnvelope},
+		{"unterminated tag names length", header(uvarint(0), []byte{0x80}), errBadEnvelope},
+		{"tag names past the end", header(uvarint(0), uvarint(3), []byte{1, 1}), errBadEnvelope},
+		{"tag names length 2^63", header(uvarint(0), uvarint(1<<63), []byte("abc")), errBadEnvelope},
+		{"empty tag names", header(uvarint(0), uvarint(0)), errBadEnvelope},
+		{"tag count past the names", header(uvarint(0), uvarint(1), uvarint(2)), errBadEnvelope},
+		{"tag name past the names", header(uvarint(0), uvarint(3), uvarint(1), uvarint(2), []byte("a"), []byte("bc")), errBadEnvelope},
+		{"bytes after the names", header(uvarint(0), uvarint(2), uvarint(0), []byte("x")), errBadEnvelope},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var env envelope
@@ -157,7 +172,7 @@ func TestEnvelopeMalformed(t *testing.T) {
 // The largest stamp count the bytes allow (every stamp empty) is valid.
 func TestEnvelopeManyEmptyStamps(t *testing.T) {
 	const n = 1000
-	b := header(uvarint(n), make([]byte, n), []byte("p"))
+	b := header(uvarint(n), make([]byte, n), uvarint(1), uvarint(0), []byte("p"))
 	var env envelope
 	if err := parseAll(&env, b); err != nil {
 		t.Fatal(err)
@@ -220,6 +235,7 @@ func parseAll(e *envelope, b []byte) error {
 	err := e.unmarshal(b)
 	if err == nil {
 		e.stamps = e.stampList()
+		e.tags, err = e.tagList()
 	}
 	return err
 }

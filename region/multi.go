@@ -151,7 +151,7 @@ func (r *Region) writeAll(ctx context.Context, bkeys []string, payloads [][]byte
 		if payloads[i] == nil {
 			continue
 		}
-		env := envelope{created: now, expires: expires, dies: dies, hard: s.inv.hard, soft: s.inv.soft, stamps: s.stampsOf(i), payload: payloads[i]}
+		env := envelope{created: now, expires: expires, dies: dies, hard: s.inv.hard, soft: s.inv.soft, stamps: s.stampsOf(i), tags: s.tagsOf(i), payload: payloads[i]}
 		items = append(items, Item{Key: k, Value: env.marshal(), TTL: ttl})
 	}
 	if len(items) == 0 {

@@ -255,6 +255,19 @@ func (s *snapshot) stampsOf(i int) [][]byte {
 	return out
 }
 
+// tagsOf returns the names of the tags of entry i, in the order of
+// stampsOf.
+func (s *snapshot) tagsOf(i int) []string {
+	if s.sel == nil {
+		return s.tags[:s.shared]
+	}
+	out := make([]string, len(s.sel[i]))
+	for j, t := range s.sel[i] {
+		out[j] = s.tags[t]
+	}
+	return out
+}
+
 // tagKeysOf returns the counter keys of the tags of entry i.
 func (s *snapshot) tagKeysOf(i int) []string {
 	if s.sel == nil {
@@ -335,7 +348,8 @@ func (r *Region) readLocal(key string, co *callOptions) snapshot {
 	tags := co.tagList()
 	seq := r.creations.Load()
 	sp := new(readSpace)
-	if v, ok := r.values.AppendValue(sp.val[:0], key); ok {
+	room := sp.valueRoom(len(ti.counters))
+	if v, ok := r.values.AppendValue(sp.buf[:0:room], key); ok {
 		sp.raw[0] = v
 	}
 	s := snapshot{raw: sp.raw[:], now: r.nanos(), tags: tags, shared: len(tags), seq: seq}
@@ -351,13 +365,22 @@ func (r *Region) readLocal(key string, co *callOptions) snapshot {
 }
 
 // readSpace is the memory of one readLocal: the snapshot's entry, the
-// bytes of a small value, and the stamps of up to two tags (a query's
-// tables, most often one).
+// stamps of up to two tags (a query's tables, most often one), and one
+// buffer for the bytes of a small value followed by the decimal text of
+// those stamps: a value may use what the stamps of its call do not need.
 type readSpace struct {
 	raw    [1][]byte
 	stamps [2][]byte
-	digits [2 * 20]byte // 20 bytes fit any int64
-	val    [readSpaceValue]byte
+	buf    [readSpaceValue + 2*20]byte // 20 bytes fit any int64
+}
+
+// valueRoom is how many bytes of buf a value may take when the call reads
+// n counters: the rest holds their text (stampsOf).
+func (sp *readSpace) valueRoom(n int) int {
+	if n > len(sp.stamps) {
+		return len(sp.buf) // counterStamps: the text goes elsewhere
+	}
+	return len(sp.buf) - 20*n
 }
 
 // stampsOf returns the decimal text of counters, in sp when they are few
@@ -366,7 +389,7 @@ func (sp *readSpace) stampsOf(counters []*atomic.Int64) [][]byte {
 	if len(counters) > len(sp.stamps) {
 		return counterStamps(counters)
 	}
-	stamps, buf := sp.stamps[:len(counters)], sp.digits[:0]
+	stamps, buf := sp.stamps[:len(counters)], sp.buf[sp.valueRoom(len(counters)):][:0]
 	for i, c := range counters {
 		at := len(buf)
 		buf = strconv.AppendInt(buf, c.Load(), 10)
@@ -375,8 +398,9 @@ func (sp *readSpace) stampsOf(counters []*atomic.Int64) [][]byte {
 	return stamps
 }
 
-// readSpaceValue is how many bytes of a value readSpace holds; a longer
-// value takes an allocation of its own.
+// readSpaceValue is how many bytes of a value readSpace holds when the
+// call reads two counters (more with fewer); a longer value takes an
+// allocation of its own.
 const readSpaceValue = 128
 
 // readTags returns the tags a read of keys covers (the call's, then the
@@ -760,7 +784,7 @@ func (r *Region) store(ctx context.Context, k string, payload []byte, s *snapsho
 	now := s.now
 	expires, dies, ttl := r.lifetimes(now, co, s.pending)
 	stamps := s.stampsOf(i)
-	env := envelope{created: now, expires: expires, dies: dies, hard: s.inv.hard, soft: s.inv.soft, stamps: stamps, payload: payload}
+	env := envelope{created: now, expires: expires, dies: dies, hard: s.inv.hard, soft: s.inv.soft, stamps: stamps, tags: s.tagsOf(i), payload: payload}
 	item := Item{Key: k, Value: env.marshal(), TTL: ttl}
 	if len(stamps) == 0 && fence == nil {
 		return true, r.backend.SetMulti(ctx, []Item{item})
