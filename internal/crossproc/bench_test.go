@@ -118,14 +118,16 @@ func BenchmarkPostgresUncached(b *testing.B) {
 	}
 }
 
-// entryPayload skips the region's envelope (version, three int64 times,
-// the tag stamps) and the plugin's result header (format, RowsAffected,
-// times mode, destination mode) of a stored entry.
+// entryPayload skips the region's envelope (region/envelope.go, version 3:
+// the version, five int64 fields, the tag stamps, the blob of tag names)
+// and the plugin's result header (format, RowsAffected, times mode,
+// destination mode) of a stored entry.
 func entryPayload(b []byte) ([]byte, error) {
-	if len(b) < 25 || b[0] != 1 {
+	const fixed = 1 + 5*8
+	if len(b) < fixed || b[0] != 3 {
 		return nil, fmt.Errorf("entry of unknown envelope format")
 	}
-	b = b[25:]
+	b = b[fixed:]
 	n, k := binary.Uvarint(b)
 	if k <= 0 {
 		return nil, fmt.Errorf("bad stamp count")
@@ -136,6 +138,11 @@ func entryPayload(b []byte) ([]byte, error) {
 		if k <= 0 || uint64(len(b)-k) < l {
 			return nil, fmt.Errorf("bad stamp")
 		}
+		b = b[k+int(l):]
+	}
+	if l, k := binary.Uvarint(b); k <= 0 || uint64(len(b)-k) < l {
+		return nil, fmt.Errorf("bad tag names")
+	} else {
 		b = b[k+int(l):]
 	}
 	if len(b) < 1 || b[0] != 1 {
