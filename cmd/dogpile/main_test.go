@@ -339,3 +339,22 @@ func TestCLIUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// A harness Redis that answers, then is killed: every command that worked
+// says in one line that Redis cannot be reached, and exits 1.
+func TestCLIRedisKilled(t *testing.T) {
+	srv := testharness.Redis(t)
+	url := "redis://" + srv.Addr
+	if code, _, errOut := cli("--redis", url, "--prefix", "killed", "stats"); code != 0 {
+		t.Fatalf("stats with Redis up: exit %d, %s", code, errOut)
+	}
+	srv.Kill()
+	for _, cmd := range [][]string{{"stats"}, {"keys"}, {"get", "k"}, {"invalidate-table", "users"}, {"invalidate-region"}} {
+		args := append([]string{"--redis", url, "--prefix", "killed", "--timeout", "2s"}, cmd...)
+		code, out, errOut := cli(args...)
+		want := "dogpile: cannot reach Redis at " + srv.Addr + ": "
+		if code != 1 || out != "" || !strings.HasPrefix(errOut, want) || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("dogpile %q with Redis killed: exit %d, stdout %q, stderr %q; want one line starting %q", args, code, out, errOut, want)
+		}
+	}
+}
