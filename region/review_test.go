@@ -4,8 +4,11 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dogpile-go/dogpile/backends/memory"
+	redisbackend "github.com/dogpile-go/dogpile/backends/redis"
+	"github.com/dogpile-go/dogpile/internal/testharness"
 	"github.com/dogpile-go/dogpile/region"
 )
 
@@ -93,5 +96,30 @@ func TestReviewMalformedEntryCountedOnce(t *testing.T) {
 	}
 	if n := kinds(rec.take())[region.EventDecodeFailed]; n != 1 {
 		t.Errorf("one read of a malformed entry told %d EventDecodeFailed, want 1", n)
+	}
+}
+
+// Review: InvalidationFailures counts the invalidations that could not be
+// written (Stats), not the failed attempts of the retrier: one
+// InvalidateTags during an outage is one failure, however often the
+// retrier tries it again (InvalidationRetries counts those), as over a
+// backend without TagBumper.
+func TestReviewRetriedInvalidationIsOneFailure(t *testing.T) {
+	ctx := context.Background()
+	srv := testharness.Redis(t)
+	b, _ := redisOn(t, srv.Addr, "review-retry:", redisbackend.WithTimeout(200*time.Millisecond))
+	rec := &recorder{}
+	r := region.New(b, region.WithName("retry"), region.WithObserver(rec))
+	defer r.Close()
+	srv.Kill()
+	if err := r.InvalidateTags(ctx, "users"); err == nil {
+		t.Fatal("an invalidation with Redis down succeeded")
+	}
+	waitFor(t, "three retries", func() bool { return r.Stats().InvalidationRetries >= 3 })
+	if s := r.Stats(); s.InvalidationFailures != 1 {
+		t.Errorf("one invalidation that could not be written, retried %d times, counted %d InvalidationFailures, want 1", s.InvalidationRetries, s.InvalidationFailures)
+	}
+	if n := kinds(rec.take())[region.EventInvalidationFailed]; n != 1 {
+		t.Errorf("told %d EventInvalidationFailed for one invalidation, want 1", n)
 	}
 }
