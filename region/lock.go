@@ -318,6 +318,11 @@ func (r *Region) handOff(key string, l Loader, s *snapshot, w wait) (outcome, er
 		l.Adopt(key, fl.val, true)
 		return settled, nil
 	case fl.payload != nil && l.Decode(key, r.codec, fl.payload) == nil:
+		if w.own {
+			// Found stored by another caller when its own regeneration
+			// re-read the key (after waiting for its lock): not made here.
+			report(l, key, OutcomeWaited)
+		}
 		return settled, nil
 	case fl.payload == nil && fl.val != nil:
 		if !l.Adopt(key, fl.val, false) {

@@ -26,11 +26,15 @@ type Breaker struct {
 	openUntil time.Time // guarded by mu
 	probing   bool      // guarded by mu; a probe is running
 
-	// watchMu guards watchers and next; a change is told to them outside
-	// mu, in the order of the changes (under watchMu).
+	// watchMu guards watchers, next, told and telling. A change is queued
+	// in told under mu, so in the order of the changes, and told to the
+	// watchers outside both locks by one goroutine at a time (telling), so
+	// that a watcher may use the breaker or stop its watch.
 	watchMu  sync.Mutex
 	watchers map[int]func(open bool)
 	next     int
+	told     []bool
+	telling  bool
 }
 
 // Open reports whether the breaker is open now (failing fast, or probing).
@@ -55,13 +59,38 @@ func (br *Breaker) Watch(f func(open bool)) (stop func()) {
 	}
 }
 
-// changed tells the watchers that the breaker opened or closed.
+// changed queues the news that the breaker opened or closed; the caller
+// holds mu and calls tell once it has released it.
 func (br *Breaker) changed(open bool) {
 	br.watchMu.Lock()
-	defer br.watchMu.Unlock()
-	for _, f := range br.watchers {
-		f(open)
+	br.told = append(br.told, open)
+	br.watchMu.Unlock()
+}
+
+// tell tells the watchers the queued changes, in order, unless another
+// goroutine (or a watcher's call up the stack) is telling them already.
+func (br *Breaker) tell() {
+	br.watchMu.Lock()
+	if br.telling {
+		br.watchMu.Unlock()
+		return
 	}
+	br.telling = true
+	for len(br.told) > 0 {
+		open := br.told[0]
+		br.told = br.told[1:]
+		fs := make([]func(bool), 0, len(br.watchers))
+		for _, f := range br.watchers {
+			fs = append(fs, f)
+		}
+		br.watchMu.Unlock()
+		for _, f := range fs {
+			f(open)
+		}
+		br.watchMu.Lock()
+	}
+	br.telling = false
+	br.watchMu.Unlock()
 }
 
 // Allow reports whether an operation may run now (false: the breaker is
@@ -108,27 +137,26 @@ func (br *Breaker) Record(probe bool, o Outcome) {
 		}
 		br.mu.Lock()
 		br.failures.Store(0)
-		closed := br.open.Swap(false)
-		br.probing = false
-		br.mu.Unlock()
-		if closed {
+		if br.open.Swap(false) {
 			br.changed(false)
 		}
+		br.probing = false
+		br.mu.Unlock()
+		br.tell()
 	case Failed:
 		if !probe && int(br.failures.Add(1)) < br.Threshold {
 			return
 		}
 		br.mu.Lock()
-		opened := false
 		if probe || !br.open.Load() {
-			opened = !br.open.Swap(true)
+			if !br.open.Swap(true) {
+				br.changed(true)
+			}
 			br.openUntil = time.Now().Add(br.Cooldown)
 			br.probing = false
 		}
 		br.mu.Unlock()
-		if opened {
-			br.changed(true)
-		}
+		br.tell()
 	case Neutral:
 		if probe {
 			br.mu.Lock()
