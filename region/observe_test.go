@@ -322,7 +322,11 @@ func TestObserverOutage(t *testing.T) {
 
 	srv.Restart(t)
 	waitFor(t, "the retry", func() bool { return r.Stats().InvalidationsRetried >= 1 })
-	waitFor(t, "the breaker to close", func() bool { _, _ = region.GetOrCreate(ctx, r, "c", func(context.Context) (int, error) { return 3, nil }); open, _ := r.BreakerOpen(); return !open })
+	waitFor(t, "the breaker to close", func() bool {
+		_, _ = region.GetOrCreate(ctx, r, "c", func(context.Context) (int, error) { return 3, nil })
+		open, _ := r.BreakerOpen()
+		return !open
+	})
 	var landed, closed bool
 	for _, e := range rec.take() {
 		landed = landed || (e.Kind == region.EventInvalidated && e.Retried && slices.Contains(e.Tags, "users"))

@@ -295,7 +295,13 @@ func (r *Region) bumpBatch(ctx context.Context, tb TagBumper, tags []string, mar
 		for _, t := range tags {
 			r.unconfirmed.add(t)
 		}
-		r.invalidationFailed(ctx, tags, err)
+		if retried {
+			// Still the one failed invalidation: a backend error of its
+			// retry, not another failure.
+			r.failed(ctx, OpInvalidate, "", err)
+		} else {
+			r.invalidationFailed(ctx, tags, err)
+		}
 		return fmt.Errorf("region %s: invalidate tags: %w", r.name, err)
 	}
 	for _, t := range tags {
