@@ -50,6 +50,11 @@ type envelope struct {
 	rawStamps []byte
 	// rawTags is the stored blob of tag names, read with tagList.
 	rawTags []byte
+
+	// malformed is set by Region.classify when the entry it was given is
+	// not an envelope of any version: the caller that decides what the
+	// read was counts it as a decode failure (decodeFailed), once.
+	malformed error
 }
 
 // nextStamp splits the first stamp off raw stamps that unmarshal checked.

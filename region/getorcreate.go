@@ -89,7 +89,7 @@ func (r *Region) hitOf(s *snapshot, err error, co *callOptions, decode func([]by
 		r.stats.hits.Add(1)
 		return true
 	}
-	// The lock's path reclassifies and counts a decode failure.
+	// The lock's path reclassifies s and counts a malformed entry, once.
 	return false
 }
 

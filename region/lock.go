@@ -126,6 +126,9 @@ func (r *Region) triage(ck callKeys, l Loader, co *callOptions, s *snapshot) (ne
 			seen[k] = true
 		}
 		st := r.classify(s.raw[i], s, i, co, &env)
+		if env.malformed != nil {
+			r.decodeFailed(context.Background(), ck.keys[i], env.malformed)
+		}
 		if st != miss && !r.decode(ck.keys[i], env.payload, func(b []byte) error { return l.Decode(ck.keys[i], r.codec, b) }) {
 			st = miss
 		}

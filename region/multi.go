@@ -67,6 +67,9 @@ func (r *Region) peekMulti(ctx context.Context, keys []string, decode func(key s
 			seen[k] = true
 		}
 		if r.classify(s.raw[i], &s, i, co, &env) != fresh || !r.decode(k, env.payload, func(b []byte) error { return decode(k, b) }) {
+			if env.malformed != nil {
+				r.decodeFailed(ctx, k, env.malformed)
+			}
 			r.stats.misses.Add(1)
 			continue
 		}

@@ -95,7 +95,12 @@ func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions
 		}
 		start := time.Now()
 		err = m.Wait(wctx)
-		r.waited(ctx, r.callerKey(k), start, err)
+		if werr := err; r.observed() {
+			if werr != nil && wctx.Err() != nil && ctx.Err() == nil {
+				werr = ErrWaitTimeout // the wait budget ran out, not the caller's context
+			}
+			r.waited(ctx, r.callerKey(k), start, werr)
+		}
 		if err != nil && wctx.Err() == nil {
 			// Not the end of the wait budget: the backend cannot say
 			// whether the holder is done, nor would it take its value.

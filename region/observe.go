@@ -352,7 +352,8 @@ func (r *Region) endCreator(ctx context.Context, keys, tags []string, start time
 
 // waited tells the observers that a caller waited for key since start.
 func (r *Region) waited(ctx context.Context, key string, start time.Time, err error) {
-	if r.observed() {
+	// A zero start: the observer was added while the caller waited.
+	if r.observed() && !start.IsZero() {
 		r.emit(ctx, Event{Kind: EventWaited, Key: key, Duration: time.Since(start), Err: err})
 	}
 }

@@ -557,12 +557,13 @@ func (r *Region) keyTagUnion(keys []string, co *callOptions, shared []string, sh
 // classify decides what raw, the entry at index i of s, means for a caller
 // with options co. It fills env.
 func (r *Region) classify(raw []byte, s *snapshot, i int, co *callOptions, env *envelope) state {
+	env.malformed = nil
 	if raw == nil || s.bypass {
 		return miss
 	}
 	if err := env.unmarshal(raw); err != nil {
 		if !errors.Is(err, errOldEnvelope) {
-			r.stats.decodeFailures.Add(1)
+			env.malformed = err // counted by the caller (see envelope.malformed)
 		}
 		return miss
 	}
@@ -686,6 +687,9 @@ func (r *Region) peek(ctx context.Context, key string, decode func(payload []byt
 	}
 	var env envelope
 	if r.classify(s.raw[0], &s, 0, co, &env) != fresh || !r.decode(key, env.payload, decode) {
+		if env.malformed != nil {
+			r.decodeFailed(ctx, key, env.malformed)
+		}
 		r.stats.misses.Add(1)
 		return false, nil
 	}
