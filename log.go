@@ -5,11 +5,10 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
-	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/dogpile-go/dogpile/internal/ratelimit"
 	"github.com/dogpile-go/dogpile/region"
 )
 
@@ -48,18 +47,8 @@ const (
 // pluginLog is where the plugin logs (WithLogger); the zero value logs
 // nothing.
 type pluginLog struct {
-	l   *slog.Logger     // set by initLog; nil: off
-	now func() time.Time // the limiter's clock (a test's hook)
-
-	mu      sync.Mutex
-	classes map[string]*logWindow // by message; guarded by mu
-}
-
-// logWindow is a class's current interval of the rate limit.
-type logWindow struct {
-	start      time.Time
-	n          int // records logged since start
-	suppressed int // records dropped since the last one logged
+	l     *slog.Logger              // set by initLog; nil: off
+	limit ratelimit.Limiter[string] // by message; set by initLog, its Now a test's hook
 }
 
 // initObserve sets up what the plugin tells of the queries it serves: the
@@ -77,7 +66,7 @@ func (p *Plugin) initLog() {
 		return
 	}
 	p.log.l = l
-	p.log.now = time.Now
+	p.log.limit.Burst, p.log.limit.Interval = region.DefaultLogBurst, region.DefaultLogInterval
 	o := region.NewLogObserver(l, region.WithLogTags(tagAttrs))
 	for _, r := range p.regionList {
 		r.AddObserver(o)
@@ -96,7 +85,7 @@ func (p *Plugin) logf(ctx context.Context, level slog.Level, msg string, attrs .
 	if !p.log.l.Enabled(ctx, level) {
 		return
 	}
-	suppressed, ok := p.log.allow(msg)
+	suppressed, ok := p.log.limit.Allow(msg)
 	if !ok {
 		return
 	}
@@ -104,31 +93,6 @@ func (p *Plugin) logf(ctx context.Context, level slog.Level, msg string, attrs .
 		attrs = append(attrs, slog.Int("suppressed", suppressed))
 	}
 	p.log.l.LogAttrs(ctx, level, msg, attrs...)
-}
-
-// allow reports whether a record of msg is to be logged now, and how many
-// were dropped since the last one logged.
-func (pl *pluginLog) allow(msg string) (suppressed int, ok bool) {
-	now := pl.now()
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	w := pl.classes[msg]
-	if w == nil {
-		if pl.classes == nil {
-			pl.classes = make(map[string]*logWindow)
-		}
-		w = &logWindow{start: now}
-		pl.classes[msg] = w
-	} else if now.Sub(w.start) >= region.DefaultLogInterval {
-		w.start, w.n = now, 0
-	}
-	if w.n >= region.DefaultLogBurst {
-		w.suppressed++
-		return 0, false
-	}
-	w.n++
-	suppressed, w.suppressed = w.suppressed, 0
-	return suppressed, true
 }
 
 // tagAttrs renders the tags of a region's record as the tables they stand

@@ -4,8 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
+
+	"github.com/dogpile-go/dogpile/internal/ratelimit"
 )
 
 // Logging a region's events with log/slog (WithLogger, NewLogObserver).
@@ -68,7 +69,7 @@ type LogOption func(*logObserver)
 // burst records per interval. burst ≤ 0 or interval ≤ 0 turns the limit
 // off.
 func WithLogRate(burst int, interval time.Duration) LogOption {
-	return func(o *logObserver) { o.burst, o.interval = burst, interval }
+	return func(o *logObserver) { o.limit.Burst, o.limit.Interval = burst, interval }
 }
 
 // WithLogTags renders the tags of a record (an answer not stored, an
@@ -96,7 +97,8 @@ func NewLogObserver(l *slog.Logger, opts ...LogOption) Observer {
 	if l == nil {
 		l = slog.Default()
 	}
-	o := &logObserver{l: l, burst: DefaultLogBurst, interval: DefaultLogInterval, now: time.Now}
+	o := &logObserver{l: l}
+	o.limit.Burst, o.limit.Interval = DefaultLogBurst, DefaultLogInterval
 	for _, opt := range opts {
 		opt(o)
 	}
@@ -108,14 +110,10 @@ func NewLogObserver(l *slog.Logger, opts ...LogOption) Observer {
 
 type logObserver struct {
 	// Set by NewLogObserver; read-only afterwards.
-	l        *slog.Logger
-	burst    int
-	interval time.Duration
-	tags     func([]string) []slog.Attr
-	now      func() time.Time // the limiter's clock (a test's hook)
+	l    *slog.Logger
+	tags func([]string) []slog.Attr
 
-	mu      sync.Mutex
-	classes map[logClass]*logWindow // guarded by mu
+	limit ratelimit.Limiter[logClass] // its Now is a test's hook
 }
 
 // logClass is what a record is rate-limited with.
@@ -125,13 +123,6 @@ type logClass struct {
 	op     string
 	reason NotStoredReason
 	open   bool
-}
-
-// logWindow is a class's current interval.
-type logWindow struct {
-	start      time.Time
-	n          int // records logged since start
-	suppressed int // records dropped since the last one logged
 }
 
 // Observe logs e, unless its class is over its rate.
@@ -174,7 +165,7 @@ func (o *logObserver) Observe(ctx context.Context, e Event) {
 	if !o.l.Enabled(ctx, level) {
 		return
 	}
-	suppressed, ok := o.allow(c)
+	suppressed, ok := o.limit.Allow(c)
 	if !ok {
 		return
 	}
@@ -210,32 +201,4 @@ func notStoredLevel(reason NotStoredReason) slog.Level {
 		return slog.LevelInfo
 	}
 	return slog.LevelDebug
-}
-
-// allow reports whether a record of class c is to be logged now, and how
-// many of its class were dropped since the last one logged.
-func (o *logObserver) allow(c logClass) (suppressed int, ok bool) {
-	if o.burst <= 0 || o.interval <= 0 {
-		return 0, true
-	}
-	now := o.now()
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	w := o.classes[c]
-	if w == nil {
-		if o.classes == nil {
-			o.classes = make(map[logClass]*logWindow)
-		}
-		w = &logWindow{start: now}
-		o.classes[c] = w
-	} else if now.Sub(w.start) >= o.interval {
-		w.start, w.n = now, 0
-	}
-	if w.n >= o.burst {
-		w.suppressed++
-		return 0, false
-	}
-	w.n++
-	suppressed, w.suppressed = w.suppressed, 0
-	return suppressed, true
 }
