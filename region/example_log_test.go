@@ -35,16 +35,32 @@ func ExampleWithLogger() {
 	// level=DEBUG msg="dogpile: answer not stored" region=users key=user:0 reason=should_cache tags=[users]
 }
 
-// A log observer added to a region already made, sharing its rate limit
-// between the regions it is added to (each region's records are limited
-// apart).
+// A log observer added to regions already made: one observer serves both,
+// and each region's records are rate-limited apart.
 func ExampleNewLogObserver() {
-	o := region.NewLogObserver(slog.Default())
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		Level: slog.LevelDebug,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{} // stable output
+			}
+			return a
+		},
+	}))
+	o := region.NewLogObserver(logger)
 	a := region.New(memory.New(), region.WithName("a"))
 	defer a.Close()
 	b := region.New(memory.New(), region.WithName("b"))
 	defer b.Close()
 	a.AddObserver(o)
 	b.AddObserver(o)
+
+	ctx := context.Background()
+	never := region.ShouldCache(func(int) bool { return false })
+	for _, r := range []*region.Region{a, b} {
+		_, _ = region.GetOrCreate(ctx, r, "k", func(context.Context) (int, error) { return 1, nil }, never)
+	}
 	// Output:
+	// level=DEBUG msg="dogpile: answer not stored" region=a key=k reason=should_cache tags=[]
+	// level=DEBUG msg="dogpile: answer not stored" region=b key=k reason=should_cache tags=[]
 }
