@@ -63,7 +63,7 @@ type dvDB struct {
 // dvOpen opens a new SQLite file with DSN params, the plugin over a memory
 // region with WithDataVersionCheck(every), and one user (ID 1, Value 1)
 // with two posts.
-func dvOpen(t testing.TB, params string, every time.Duration) *dvDB {
+func dvOpen(t testing.TB, params string, every time.Duration, opts ...PluginOption) *dvDB {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "dv.db")
 	sqlDB, err := sql.Open("sqlite3", "file:"+path+"?"+params)
@@ -74,7 +74,7 @@ func dvOpen(t testing.TB, params string, every time.Duration) *dvDB {
 	pinMust(t, err)
 	r := region.New(memory.New(), region.WithExpiration(time.Hour))
 	t.Cleanup(func() { _ = r.Close() })
-	p := New(map[string]*region.Region{"default": r}, WithDataVersionCheck(every))
+	p := New(map[string]*region.Region{"default": r}, append([]PluginOption{WithDataVersionCheck(every)}, opts...)...)
 	pinMust(t, db.Use(p))
 	if p.dv == nil {
 		t.Fatal("WithDataVersionCheck on a SQLite file: no watch")
