@@ -55,3 +55,16 @@ func BenchmarkHit(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkUncached is the same First without the cache, in the same
+// database and run: the ratio BenchmarkHit's figures are read against.
+func BenchmarkUncached(b *testing.B) {
+	db, _ := gormDB(b, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		var u User
+		if err := db.First(&u, 42).Error; err != nil {
+			b.Fatal(err)
+		}
+	}
+}
