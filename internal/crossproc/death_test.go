@@ -251,7 +251,8 @@ func testDeath(t *testing.T, slow bool) {
 	}
 }
 
-// waitSleeping waits until slowSQL is running in another session.
+// waitSleeping waits until slowSQL is sleeping in another session: its
+// snapshot is taken.
 func waitSleeping(t *testing.T, db *gorm.DB) {
 	t.Helper()
 	sqlDB, err := db.DB()
@@ -259,7 +260,10 @@ func waitSleeping(t *testing.T, db *gorm.DB) {
 	deadline := time.Now().Add(eventually)
 	for {
 		var n int
-		must(t, sqlDB.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() AND query LIKE '%LATERAL pg_sleep%'`).Scan(&n))
+		// Sleeping in pg_sleep, not only active: a statement is reported
+		// active from its Parse message, before Bind takes its snapshot, so
+		// a commit made then would be seen by the read said to precede it.
+		must(t, sqlDB.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND wait_event = 'PgSleep' AND pid <> pg_backend_pid() AND query LIKE '%LATERAL pg_sleep%'`).Scan(&n))
 		if n > 0 {
 			return
 		}
