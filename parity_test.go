@@ -236,24 +236,57 @@ func wantRows(n int64) func(*testing.T, any, int64) {
 	}
 }
 
-func parityCases() []parityCase {
+// userCases are the cases run both on ParityUser (parityCases) and on its
+// opted-in twin ParityCachedUser (parityModelCases): the same queries of a
+// users model U.
+func userCases[U any]() []parityCase {
 	return []parityCase{
-		// First / Take / Last
 		{name: "First/found", run: func(tx *gorm.DB) (any, int64, error) {
-			var u ParityUser
+			var u U
 			r := tx.First(&u, 5)
 			return u, r.RowsAffected, r.Error
 		}, check: wantRows(1)},
 		{name: "First/not-found", notFound: true, run: func(tx *gorm.DB) (any, int64, error) {
-			var u ParityUser
+			var u U
 			r := tx.First(&u, 9999)
 			return u, r.RowsAffected, r.Error
 		}},
 		{name: "First/soft-deleted", notFound: true, run: func(tx *gorm.DB) (any, int64, error) {
-			var u ParityUser
+			var u U
 			r := tx.First(&u, 9)
 			return u, r.RowsAffected, r.Error
 		}},
+		{name: "Find/slice", run: func(tx *gorm.DB) (any, int64, error) {
+			var us []U
+			r := tx.Where("age = ?", 22).Order("id").Find(&us)
+			return us, r.RowsAffected, r.Error
+		}},
+		{name: "Find/slice-empty", run: func(tx *gorm.DB) (any, int64, error) {
+			var us []U
+			r := tx.Where("age > ?", 100).Find(&us)
+			return us, r.RowsAffected, r.Error
+		}, check: wantRows(0)},
+		{name: "Find/map-model", run: func(tx *gorm.DB) (any, int64, error) {
+			var m map[string]any
+			r := tx.Model(new(U)).Where("id = ?", 2).Find(&m)
+			return m, r.RowsAffected, r.Error
+		}, check: wantRows(1)},
+		{name: "Count/where", run: func(tx *gorm.DB) (any, int64, error) {
+			var n int64
+			r := tx.Model(new(U)).Where("age > ?", 22).Count(&n)
+			return n, r.RowsAffected, r.Error
+		}},
+		{name: "Pluck/strings", run: func(tx *gorm.DB) (any, int64, error) {
+			var names []string
+			r := tx.Model(new(U)).Where("age = ?", 21).Order("id").Pluck("name", &names)
+			return names, r.RowsAffected, r.Error
+		}},
+	}
+}
+
+func parityCases() []parityCase {
+	return append(userCases[ParityUser](), []parityCase{
+		// First / Take / Last
 		{name: "First/unscoped-soft-deleted", run: func(tx *gorm.DB) (any, int64, error) {
 			var u ParityUser
 			r := tx.Unscoped().First(&u, 9)
@@ -305,31 +338,16 @@ func parityCases() []parityCase {
 			r := tx.Where("id = ?", 9999).Find(&u)
 			return u, r.RowsAffected, r.Error
 		}, check: wantRows(0)},
-		{name: "Find/slice", run: func(tx *gorm.DB) (any, int64, error) {
-			var us []ParityUser
-			r := tx.Where("age = ?", 22).Order("id").Find(&us)
-			return us, r.RowsAffected, r.Error
-		}},
 		{name: "Find/slice-all-rows", run: func(tx *gorm.DB) (any, int64, error) {
 			var us []ParityUser
 			r := tx.Order("id").Find(&us)
 			return us, r.RowsAffected, r.Error
 		}, check: wantRows(parityUsers - parityUsers/9)},
-		{name: "Find/slice-empty", run: func(tx *gorm.DB) (any, int64, error) {
-			var us []ParityUser
-			r := tx.Where("age > ?", 100).Find(&us)
-			return us, r.RowsAffected, r.Error
-		}, check: wantRows(0)},
 		{name: "Find/slice-of-pointers", run: func(tx *gorm.DB) (any, int64, error) {
 			var us []*ParityUser
 			r := tx.Where("age = ?", 24).Order("id").Find(&us)
 			return us, r.RowsAffected, r.Error
 		}},
-		{name: "Find/map-model", run: func(tx *gorm.DB) (any, int64, error) {
-			var m map[string]any
-			r := tx.Model(&ParityUser{}).Where("id = ?", 2).Find(&m)
-			return m, r.RowsAffected, r.Error
-		}, check: wantRows(1)},
 		{name: "Find/map-model-non-null-columns", run: func(tx *gorm.DB) (any, int64, error) {
 			var m map[string]any
 			r := tx.Model(&ParityUser{}).Select("id", "name", "age", "score", "active", "created_at").Where("id = ?", 2).Find(&m)
@@ -372,11 +390,6 @@ func parityCases() []parityCase {
 		}},
 
 		// Pluck
-		{name: "Pluck/strings", run: func(tx *gorm.DB) (any, int64, error) {
-			var names []string
-			r := tx.Model(&ParityUser{}).Where("age = ?", 21).Order("id").Pluck("name", &names)
-			return names, r.RowsAffected, r.Error
-		}},
 		{name: "Pluck/nullable", run: func(tx *gorm.DB) (any, int64, error) {
 			// GORM itself cannot Pluck NULL into []*string.
 			var nicks []sql.NullString
@@ -400,11 +413,6 @@ func parityCases() []parityCase {
 		}, check: wantRows(0)},
 
 		// Count
-		{name: "Count/where", run: func(tx *gorm.DB) (any, int64, error) {
-			var n int64
-			r := tx.Model(&ParityUser{}).Where("age > ?", 22).Count(&n)
-			return n, r.RowsAffected, r.Error
-		}},
 		{name: "Count/zero", run: func(tx *gorm.DB) (any, int64, error) {
 			var n int64
 			r := tx.Model(&ParityUser{}).Where("age > ?", 100).Count(&n)
@@ -594,7 +602,7 @@ func parityCases() []parityCase {
 			r := tx.Table("parity_users").Where("id = ?", 2).Find(&ms)
 			return ms, r.RowsAffected, r.Error
 		}},
-	}
+	}...)
 }
 
 // ---------------------------------------------------------------------------
@@ -1078,51 +1086,11 @@ func (u *ParityCachedUser) AfterFind(*gorm.DB) error {
 
 // parityModelCases are queries of the opted-in model.
 func parityModelCases() []parityCase {
-	return []parityCase{
-		{name: "First/found", run: func(tx *gorm.DB) (any, int64, error) {
-			var u ParityCachedUser
-			r := tx.First(&u, 5)
-			return u, r.RowsAffected, r.Error
-		}, check: wantRows(1)},
-		{name: "First/not-found", notFound: true, run: func(tx *gorm.DB) (any, int64, error) {
-			var u ParityCachedUser
-			r := tx.First(&u, 9999)
-			return u, r.RowsAffected, r.Error
-		}},
-		{name: "First/soft-deleted", notFound: true, run: func(tx *gorm.DB) (any, int64, error) {
-			var u ParityCachedUser
-			r := tx.First(&u, 9)
-			return u, r.RowsAffected, r.Error
-		}},
-		{name: "Find/slice", run: func(tx *gorm.DB) (any, int64, error) {
-			var us []ParityCachedUser
-			r := tx.Where("age = ?", 22).Order("id").Find(&us)
-			return us, r.RowsAffected, r.Error
-		}},
-		{name: "Find/slice-empty", run: func(tx *gorm.DB) (any, int64, error) {
-			var us []ParityCachedUser
-			r := tx.Where("age > ?", 100).Find(&us)
-			return us, r.RowsAffected, r.Error
-		}, check: wantRows(0)},
+	return append(userCases[ParityCachedUser](), []parityCase{
 		{name: "Find/slice-of-pointers-unscoped", run: func(tx *gorm.DB) (any, int64, error) {
 			var us []*ParityCachedUser
 			r := tx.Unscoped().Where("age = ?", 20).Order("id").Find(&us)
 			return us, r.RowsAffected, r.Error
-		}},
-		{name: "Find/map-model", run: func(tx *gorm.DB) (any, int64, error) {
-			var m map[string]any
-			r := tx.Model(&ParityCachedUser{}).Where("id = ?", 2).Find(&m)
-			return m, r.RowsAffected, r.Error
-		}, check: wantRows(1)},
-		{name: "Count/where", run: func(tx *gorm.DB) (any, int64, error) {
-			var n int64
-			r := tx.Model(&ParityCachedUser{}).Where("age > ?", 22).Count(&n)
-			return n, r.RowsAffected, r.Error
-		}},
-		{name: "Pluck/strings", run: func(tx *gorm.DB) (any, int64, error) {
-			var names []string
-			r := tx.Model(&ParityCachedUser{}).Where("age = ?", 21).Order("id").Pluck("name", &names)
-			return names, r.RowsAffected, r.Error
 		}},
 		{name: "Joins/company", run: func(tx *gorm.DB) (any, int64, error) {
 			var us []ParityCachedUser
@@ -1146,7 +1114,7 @@ func parityModelCases() []parityCase {
 			r := tx.Select("id", "age").First(&u)
 			return u, r.RowsAffected, r.Error
 		}},
-	}
+	}...)
 }
 
 // parityRunModelCase runs a case of the opted-in model: without the plugin
