@@ -31,15 +31,19 @@ type flight struct {
 	// own view of the region is no newer.
 	hard   int64
 	stamps [][]byte
-	// run is the creator run's number (Region.creations); 0 when the value
-	// was found stored rather than made.
+	// run is the number (Region.creations) the creator run took just
+	// before reading its source or, for a value found stored, the number
+	// the re-read that found it took before it read the backend: either
+	// way a caller whose own read began before (its snapshot's seq is
+	// lower) may take the value when it cannot compare generations.
 	run   int64
 	panic *PanicError // non-nil when the creator panicked
 }
 
-// found records a stored value that a re-read found fresh.
-func (fl *flight) found(env *envelope) {
-	fl.payload, fl.made = append([]byte(nil), env.payload...), true
+// found records a stored value that a re-read found fresh; run is the
+// number the re-read took before it read the backend.
+func (fl *flight) found(env *envelope, run int64) {
+	fl.payload, fl.made, fl.run = append([]byte(nil), env.payload...), true, run
 	fl.hard = env.hard
 	fl.stamps = env.stampList()
 	for i, st := range fl.stamps {

@@ -453,6 +453,7 @@ func (r *Region) landAll(ctx context.Context, cancel context.CancelFunc, ck call
 // key's place in the snapshot read, which it also returns. A flight whose
 // key has one now is given it. The read is made within the budget b.
 func (r *Region) unmade(ctx context.Context, ck callKeys, cs []claim, co *callOptions, b *budget) ([]claim, snapshot) {
+	run := r.creations.Add(1) // this read's number, for a value it finds (flight.run)
 	s := r.readWithin(ctx, ck.subset(indexes(cs)).bkeys, co, b)
 	var (
 		env  envelope
@@ -460,7 +461,7 @@ func (r *Region) unmade(ctx context.Context, ck callKeys, cs []claim, co *callOp
 	)
 	for n, c := range cs {
 		if r.foundNew(s.raw[n], n, c.fl, &s, co, &env) {
-			c.fl.found(&env)
+			c.fl.found(&env, run)
 			continue
 		}
 		c.at = n

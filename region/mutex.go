@@ -77,12 +77,13 @@ func (r *Region) acquire(ctx context.Context, k string, m Mutex, co *callOptions
 			// callers are served the stale one, as its callers are.
 			return false, true
 		}
+		run := r.creations.Add(1) // this read's number, for a value it finds (flight.run)
 		s := r.readWithin(ctx, []string{k}, co, b)
 		if s.failed {
 			return false, false
 		}
 		if r.foundNew(s.raw[0], 0, fl, &s, co, &env) {
-			fl.found(&env)
+			fl.found(&env, run)
 			return false, true
 		}
 		if r.waitTimeout > 0 && time.Now().After(deadline) {

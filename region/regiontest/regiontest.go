@@ -346,7 +346,7 @@ func (s *suite) testMultiOverlappingMissing(t *testing.T) {
 	}
 	for k := range all {
 		if c := calls.get(k); c != 1 {
-			t.Errorf("key %s created %d times; want 1", k, c)
+			t.Errorf("key %s created %d times; want 1 (stats %+v)", k, c, r.Stats())
 		}
 	}
 	if int(creatorCalls.Load()) > len(sets) {
