@@ -12,9 +12,12 @@ import (
 type flight struct {
 	done chan struct{} // closed once the fields below are final
 
-	// seen is the stored entry the leading caller found unusable (nil if
-	// none). Written before the creator's goroutine starts; read by it only:
-	// a re-read that finds these same bytes has found nothing new.
+	// seen is the stored entry the leading caller holds stale, or judged
+	// fresh but could not decode (nil if none). Written before the
+	// creator's goroutine starts; read by it only: a re-read that finds
+	// these same bytes has found nothing new. An entry the caller's read
+	// merely judged a miss is not kept here: that read may have seen too
+	// little to judge it (see undecodable).
 	seen []byte
 	// stale is set, like seen, when the leading caller holds a stale value
 	// it can serve, so it need not wait for another process's regeneration.

@@ -130,7 +130,7 @@ func (r *Region) triage(ck callKeys, l Loader, co *callOptions, s *snapshot) (ne
 			r.decodeFailed(context.Background(), ck.keys[i], env.malformed)
 		}
 		if st != miss && !r.decode(ck.keys[i], env.payload, func(b []byte) error { return l.Decode(ck.keys[i], r.codec, b) }) {
-			st = miss
+			st = undecodable
 		}
 		states[i] = st
 		if st == fresh {
@@ -172,12 +172,20 @@ func (r *Region) join(ck callKeys, l Loader, s *snapshot, need []int, states []s
 				p.led = append(p.led, claim{i: i, fl: fl})
 				p.waits = append(p.waits, wait{i: i, fl: fl, own: true, stale: true})
 			}
-		case miss:
+		case miss, undecodable:
 			// Counted once in its flight, so a count of misses is a count
 			// of callers already waiting or leading.
 			r.stats.misses.Add(1)
 			if lead {
-				fl.seen = s.raw[i]
+				if states[i] == undecodable {
+					// Its re-read will find these bytes again, and the
+					// caller could not use them. Any other miss is not
+					// remembered: the caller's view may not have been
+					// able to judge the entry (a cold start, a read torn
+					// across servers, a lost counter), and the re-read,
+					// which sees more, judges it afresh.
+					fl.seen = s.raw[i]
+				}
 				report(l, ck.keys[i], OutcomeMiss)
 				p.led = append(p.led, claim{i: i, fl: fl})
 			} else {

@@ -222,6 +222,10 @@ const (
 	miss  state = iota // nothing usable: wait for or run the creator
 	fresh              // serve it
 	stale              // serve it, and one caller regenerates
+	// undecodable is a miss whose entry the region judged usable but the
+	// caller could not decode: a re-read finding the same bytes has found
+	// nothing new (flight.seen).
+	undecodable
 )
 
 // snapshot is one round trip's view of some entries and what decides their
