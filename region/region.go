@@ -313,6 +313,10 @@ func (r *Region) readOf(ctx context.Context, keys, fetch []string, co *callOptio
 	tags, ti, sel := r.readTags(keys, co)
 	all := r.fetchList(fetch, ti)
 	seq := r.creations.Load()
+	// Asked before the backend is: a tag confirmed while the read is under
+	// way (the retrier's bump landing) may have been fetched with the
+	// counter from before the bump, which its invalidation replaced.
+	unconfirmed := r.unconfirmed.any(tags)
 	var (
 		vals [][]byte
 		err  error
@@ -329,13 +333,14 @@ func (r *Region) readOf(ctx context.Context, keys, fetch []string, co *callOptio
 			err = fmt.Errorf("region: backend returned %d values for %d keys", len(vals), len(all))
 		}
 		r.failRead(&s, len(fetch))
+		s.bypass = s.bypass || unconfirmed
 		return s, err
 	}
 	n := len(fetch)
 	s.raw = vals[:n:n]
 	rest := r.readRecord(&s, vals[n:], ti)
 	r.readStamps(&s, rest, ti)
-	s.bypass = r.unconfirmed.any(tags)
+	s.bypass = unconfirmed || r.unconfirmed.any(tags)
 	return s, nil
 }
 
@@ -351,6 +356,7 @@ func (r *Region) readLocal(key string, co *callOptions) snapshot {
 	}
 	tags := co.tagList()
 	seq := r.creations.Load()
+	unconfirmed := r.unconfirmed.any(tags) // before the read, as in readOf
 	sp := new(readSpace)
 	room := sp.valueRoom(len(ti.counters))
 	if v, ok := r.values.AppendValue(sp.buf[:0:room], key); ok {
@@ -364,7 +370,7 @@ func (r *Region) readLocal(key string, co *callOptions) snapshot {
 	if len(tags) > 0 {
 		s.stamps = sp.stampsOf(ti.counters)
 	}
-	s.bypass = r.unconfirmed.any(tags)
+	s.bypass = unconfirmed || r.unconfirmed.any(tags)
 	return s
 }
 

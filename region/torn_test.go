@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dogpile-go/dogpile/region"
 )
@@ -100,6 +101,103 @@ func TestTornReadDoesNotMakeTwice(t *testing.T) {
 			}
 			if st := r.Stats(); st.Regenerations != 0 || st.Misses != 1 || st.Errors != 0 {
 				t.Fatalf("stats %+v; want 1 miss, no regeneration, no error", st)
+			}
+		})
+	}
+}
+
+// confirmDuringRead is a shared backend whose tag counters can be made
+// unwritable (an Incr or a BumpTags fails, as when the backend times out), and whose
+// next multi-get, once armed, runs hook after the backend has answered and
+// before the region looks at the answer.
+type confirmDuringRead struct {
+	region.Proxy
+	failIncr atomic.Bool
+	hook     atomic.Pointer[func()]
+	skip     atomic.Int32 // multi-gets to let pass before the hook's
+}
+
+var errIncrRefused = fmt.Errorf("test: counter writes refused")
+
+func (b *confirmDuringRead) Incr(ctx context.Context, key string) (int64, error) {
+	if b.failIncr.Load() {
+		return 0, errIncrRefused
+	}
+	return b.Next.Incr(ctx, key)
+}
+
+func (b *confirmDuringRead) BumpTags(ctx context.Context, counters, markers []string, delta int64, lease time.Duration) error {
+	if b.failIncr.Load() {
+		return errIncrRefused
+	}
+	return b.Proxy.BumpTags(ctx, counters, markers, delta, lease)
+}
+
+func (b *confirmDuringRead) GetMulti(ctx context.Context, keys []string) ([][]byte, error) {
+	vals, err := b.Next.GetMulti(ctx, keys)
+	if b.hook.Load() != nil && b.skip.Add(-1) < 0 {
+		if h := b.hook.Swap(nil); h != nil {
+			(*h)()
+		}
+	}
+	return vals, err
+}
+
+// An invalidation of a tag that could not be written is unconfirmed: values
+// depending on it are neither served nor stored until the retrier's bump
+// lands. A read that fetched the tag's counter before that bump, and that
+// the region judges after it (the tag no longer unconfirmed), holds a
+// counter older than the invalidation: its entry must still be a miss, not
+// a hit made from data the invalidation replaced. The read is the caller's
+// own (a hit), or the re-read of the regeneration a caller leads after its
+// read found the tag unconfirmed.
+func TestConfirmedDuringReadIsNotServed(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		skip int32 // reads before the one the bump lands during
+	}{{"hit", 0}, {"regeneration-re-read", 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			b, _ := sharedRedis(t)
+			p := &confirmDuringRead{Proxy: region.Proxy{Next: b}}
+			r := region.New(p, region.WithName("confirm"))
+			defer r.Close()
+			value := "old"
+			var creates atomic.Int32
+			create := func(context.Context) (string, error) { creates.Add(1); return value, nil }
+			if v, err := region.GetOrCreate(ctx, r, "k", create, region.WithTags("items")); err != nil || v != "old" {
+				t.Fatalf("first read: %q, %v", v, err)
+			}
+
+			p.failIncr.Store(true)
+			if err := r.InvalidateTags(ctx, "items"); err == nil {
+				t.Fatal("the invalidation reported no error with counter writes refused")
+			}
+			value = "new" // what the database holds after the write
+			hook := func() {
+				// The read has fetched the entry and the old counter: now
+				// the backend takes writes again and the retrier's bump
+				// lands.
+				p.failIncr.Store(false)
+				waitFor(t, "the retried invalidation to land", func() bool { return r.Stats().InvalidationsRetried == 1 })
+			}
+			p.skip.Store(c.skip)
+			p.hook.Store(&hook)
+			v, err := region.GetOrCreate(ctx, r, "k", create, region.WithTags("items"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.hook.Load() != nil {
+				t.Fatal("the read the bump should land during was not made")
+			}
+			if v != "new" {
+				t.Fatalf("read across the confirmation: %q; want %q (the invalidated value was served)", v, "new")
+			}
+			if v, _ := region.GetOrCreate(ctx, r, "k", create, region.WithTags("items")); v != "new" {
+				t.Fatalf("next read: %q; want %q", v, "new")
+			}
+			if n := creates.Load(); n != 2 {
+				t.Fatalf("creator ran %d times; want 2 (before and after the write)", n)
 			}
 		})
 	}
