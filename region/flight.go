@@ -59,9 +59,11 @@ func (fl *flight) found(env *envelope, run int64) {
 // generation in s, from the same tag versions. A value that was being
 // made when a write committed is not given to a caller that began after it.
 func (fl *flight) currentFor(s *snapshot, i int) bool {
-	if s.failed {
-		// Nothing to compare with: only a run that began after the caller
-		// arrived is surely as new as what the caller must see.
+	if s.failed || s.bypass {
+		// Nothing to compare with (a bypassed read's stamps may be from
+		// before an invalidation that could not be written): only a run
+		// that began after the caller arrived is surely as new as what the
+		// caller must see.
 		return fl.run > s.seq
 	}
 	// What the caller could not read (a generation or a counter the

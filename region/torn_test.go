@@ -202,3 +202,48 @@ func TestConfirmedDuringReadIsNotServed(t *testing.T) {
 		})
 	}
 }
+
+// A caller whose read finds a tag unconfirmed (its invalidation could not be
+// written) must not be handed the value of a flight whose creator read the
+// database before that write: its stamps, read before the failed bump,
+// equal the flight's, so comparing them says nothing. It waits for the
+// flight, then makes the value itself.
+func TestBypassedWaiterDoesNotTakeOlderFlight(t *testing.T) {
+	ctx := context.Background()
+	b, _ := sharedRedis(t)
+	p := &confirmDuringRead{Proxy: region.Proxy{Next: b}}
+	r := region.New(p, region.WithName("bypassjoin"))
+	defer r.Close()
+
+	started, release := make(chan struct{}), make(chan struct{})
+	leader := make(chan string, 1)
+	go func() {
+		v, _ := region.GetOrCreate(ctx, r, "k", func(context.Context) (string, error) {
+			close(started)
+			<-release // the database is read before the write commits
+			return "old", nil
+		}, region.WithTags("items"))
+		leader <- v
+	}()
+	<-started
+
+	// The write commits; its invalidation cannot be written.
+	p.failIncr.Store(true)
+	defer p.failIncr.Store(false)
+	if err := r.InvalidateTags(ctx, "items"); err == nil {
+		t.Fatal("the invalidation reported no error with counter writes refused")
+	}
+	waiter := make(chan string, 1)
+	go func() {
+		v, _ := region.GetOrCreate(ctx, r, "k", func(context.Context) (string, error) { return "new", nil }, region.WithTags("items"))
+		waiter <- v
+	}()
+	waitFor(t, "the waiter to join the flight", func() bool { return r.Stats().LockWaits == 1 })
+	close(release)
+	if v := <-leader; v != "old" {
+		t.Fatalf("leader got %q; want its own %q", v, "old")
+	}
+	if v := <-waiter; v != "new" {
+		t.Fatalf("a caller that began after the write and its unconfirmed invalidation got %q; want %q", v, "new")
+	}
+}
