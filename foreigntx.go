@@ -28,20 +28,25 @@ type foreignWrites struct {
 	latest atomic.Int64
 
 	mu      sync.Mutex
-	pending []foreignWrite // guarded by mu
+	pending []*foreignWrite // guarded by mu
 }
 
 // foreignWrite is one invalidation whose second phase is due at end.
 type foreignWrite struct {
 	inv invalidation
 	end int64
+	// posting is set, under foreignWrites.mu, once a reader took the write
+	// to send its second phase. The write still bypasses reads of its
+	// tables until that call has returned (posted): entries another
+	// process filled during the lease live until the second phase lands.
+	posting bool
 }
 
 // add records inv, pre-invalidated now, for a lease of d.
 func (f *foreignWrites) add(inv invalidation, d time.Duration) {
 	end := time.Now().UnixNano() + int64(d)
 	f.mu.Lock()
-	f.pending = append(f.pending, foreignWrite{inv, end})
+	f.pending = append(f.pending, &foreignWrite{inv: inv, end: end})
 	if end > f.latest.Load() {
 		f.latest.Store(end)
 	}
@@ -49,31 +54,44 @@ func (f *foreignWrites) add(inv invalidation, d time.Duration) {
 }
 
 // check reports whether a query of tables must bypass the cache, and
-// returns the invalidations whose lease has ended, for their second phase.
-func (f *foreignWrites) check(tables []string) (bypass bool, due []invalidation) {
+// returns the writes whose lease has ended and whose second phase no other
+// reader is sending: the caller sends it, then calls posted.
+func (f *foreignWrites) check(tables []string) (bypass bool, due []*foreignWrite) {
 	if f.latest.Load() == 0 {
 		return false, nil
 	}
 	now := time.Now().UnixNano()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	kept := f.pending[:0]
-	latest := int64(0)
 	for _, w := range f.pending {
-		if w.end < now {
-			due = append(due, w.inv)
-			continue
+		if w.end < now && !w.posting {
+			w.posting = true
+			due = append(due, w)
 		}
-		kept = append(kept, w)
-		latest = max(latest, w.end)
 		if w.inv.all || slices.Contains(tables, anyTable) || slices.ContainsFunc(w.inv.tags, func(t string) bool { return slices.Contains(tables, t) }) {
 			bypass = true
 		}
 	}
+	return bypass, due
+}
+
+// posted drops the writes ws, whose second phase has been sent. If it
+// failed, the regions hold their tags unconfirmed (bypassed, and retried).
+func (f *foreignWrites) posted(ws []*foreignWrite) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	kept := f.pending[:0]
+	latest := int64(0)
+	for _, w := range f.pending {
+		if slices.Contains(ws, w) {
+			continue
+		}
+		kept = append(kept, w)
+		latest = max(latest, w.end)
+	}
 	clear(f.pending[len(kept):])
 	f.pending = kept
-	f.latest.Store(latest)
-	return bypass, due
+	f.latest.Store(latest) // 0 once none is left: the read path skips the lock
 }
 
 // foreignBypass reports whether a query of tables must bypass the cache
@@ -82,7 +100,12 @@ func (f *foreignWrites) check(tables []string) (bypass bool, due []invalidation)
 func (p *Plugin) foreignBypass(ctx context.Context, tables []string) bool {
 	bypass, due := p.foreign.check(tables)
 	if len(due) > 0 {
-		_ = p.apply(ctx, due, phasePost) // retried by the regions
+		invs := make([]invalidation, len(due))
+		for i, w := range due {
+			invs[i] = w.inv
+		}
+		_ = p.apply(ctx, invs, phasePost) // retried by the regions
+		p.foreign.posted(due)
 	}
 	return bypass
 }
