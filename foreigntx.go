@@ -104,8 +104,10 @@ func (p *Plugin) foreignBypass(ctx context.Context, tables []string) bool {
 		for i, w := range due {
 			invs[i] = w.inv
 		}
+		// Dropped however apply ends: a panic (an observer's, say) must
+		// not leave the writes bypassing their tables for ever.
+		defer p.foreign.posted(due)
 		_ = p.apply(ctx, invs, phasePost) // retried by the regions
-		p.foreign.posted(due)
 	}
 	return bypass
 }

@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/dogpile-go/dogpile"
+	"github.com/dogpile-go/dogpile/backends/memory"
 	redisbackend "github.com/dogpile-go/dogpile/backends/redis"
 	"github.com/dogpile-go/dogpile/internal/dbtest"
 	"github.com/dogpile-go/dogpile/internal/testharness"
@@ -125,5 +126,51 @@ func TestForeignSecondPhaseStillBypasses(t *testing.T) {
 	}
 	if v := <-done; v != 2 {
 		t.Errorf("the reader that sent the second phase: %d", v)
+	}
+}
+
+// A second phase that panics (here an observer of the region's) still
+// drops its write: the table is served from the cache again afterwards
+// rather than bypassed for as long as the process lives.
+func TestForeignSecondPhasePanicDropsWrite(t *testing.T) {
+	const lease = 200 * time.Millisecond
+	db := dbtest.SQLite(t)
+	var boom atomic.Bool
+	obs := region.ObserverFunc(func(_ context.Context, e region.Event) {
+		if e.Kind == region.EventInvalidated && boom.CompareAndSwap(true, false) {
+			panic("observer")
+		}
+	})
+	r := region.New(memory.New(), region.WithName("default"), region.WithExpiration(time.Hour),
+		region.WithInvalidationLease(lease), region.WithObserver(obs))
+	defer r.Close()
+	dbtest.Must(t, db.Use(dogpile.New(map[string]*region.Region{"default": r})))
+	dbtest.Must(t, db.AutoMigrate(&foreignPostRow{}))
+	dbtest.Must(t, db.Create(&foreignPostRow{ID: 1, Value: 1}).Error)
+	read := func() (int, dogpile.Outcome) {
+		var v foreignPostRow
+		q := db.Scopes(dogpile.FromCache("default")).First(&v, 1)
+		dbtest.Must(t, q.Error)
+		return v.Value, dogpile.OutcomeOf(q)
+	}
+	dbtest.Must(t, db.Connection(func(c *gorm.DB) error {
+		return c.Transaction(func(tx *gorm.DB) error {
+			return tx.Model(&foreignPostRow{}).Where("id = ?", 1).Update("value", 2).Error
+		})
+	}))
+	time.Sleep(lease + 50*time.Millisecond) // the write's lease ends
+	boom.Store(true)
+	func() {
+		defer func() {
+			if p := recover(); p != "observer" {
+				t.Fatalf("the read sending the second phase: recovered %v; want the observer's panic", p)
+			}
+		}()
+		read()
+	}()
+	for _, want := range []dogpile.Outcome{dogpile.Miss, dogpile.Hit} {
+		if v, o := read(); v != 2 || o != want {
+			t.Fatalf("read after the panic: %d, %v; want 2, %v", v, o, want)
+		}
 	}
 }

@@ -59,12 +59,17 @@ func (fl *flight) found(env *envelope, run int64) {
 // generation in s, from the same tag versions. A value that was being
 // made when a write committed is not given to a caller that began after it.
 func (fl *flight) currentFor(s *snapshot, i int) bool {
-	if s.failed || s.bypass {
-		// Nothing to compare with (a bypassed read's stamps may be from
-		// before an invalidation that could not be written): only a run
-		// that began after the caller arrived is surely as new as what the
-		// caller must see.
+	if s.failed {
+		// Nothing to compare with: only a run that began after the caller
+		// arrived is surely as new as what the caller must see.
 		return fl.run > s.seq
+	}
+	if s.bypass && fl.run <= s.since {
+		// The caller's stamps are from before an invalidation that could
+		// not be written, as are those of a run that began before it
+		// failed: equal, they say nothing. A run that began after it read
+		// the database after the write, and is compared as usual.
+		return false
 	}
 	// What the caller could not read (a generation or a counter the
 	// backend lost) cannot be compared: as for a failed read, only a run

@@ -242,6 +242,7 @@ type snapshot struct {
 	shared  int      // how many of tags are the call's
 	pending bool     // an invalidation is in progress on one of the tags
 	bypass  bool     // a tag's invalidation is unconfirmed: neither serve nor store
+	since   int64    // with bypass: unconfirmedTags.since when it was read
 	failed  bool     // the backend could not be read: nothing here can be compared
 	seq     int64    // Region.creations when this was read
 	now     int64
@@ -340,7 +341,7 @@ func (r *Region) readOf(ctx context.Context, keys, fetch []string, co *callOptio
 	s.raw = vals[:n:n]
 	rest := r.readRecord(&s, vals[n:], ti)
 	r.readStamps(&s, rest, ti)
-	s.bypass = unconfirmed || r.unconfirmed.any(tags)
+	r.setBypass(&s, unconfirmed)
 	return s, nil
 }
 
@@ -370,8 +371,17 @@ func (r *Region) readLocal(key string, co *callOptions) snapshot {
 	if len(tags) > 0 {
 		s.stamps = sp.stampsOf(ti.counters)
 	}
-	s.bypass = unconfirmed || r.unconfirmed.any(tags)
+	r.setBypass(&s, unconfirmed)
 	return s
+}
+
+// setBypass decides whether s is bypassed: a tag of its read was
+// unconfirmed before the read (unconfirmed) or is now.
+func (r *Region) setBypass(s *snapshot, unconfirmed bool) {
+	s.bypass = unconfirmed || r.unconfirmed.any(s.tags)
+	if s.bypass {
+		s.since = r.unconfirmed.since.Load()
+	}
 }
 
 // readSpace is the memory of one readLocal: the snapshot's entry, the

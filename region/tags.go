@@ -293,7 +293,7 @@ func (r *Region) bumpBatch(ctx context.Context, tb TagBumper, tags []string, mar
 	at := r.unconfirmed.mark()
 	if err := tb.BumpTags(ctx, counters, markers, int64(mark), r.lease); err != nil {
 		for _, t := range tags {
-			r.unconfirmed.add(t)
+			r.unconfirmed.addFailure(t, !retried)
 		}
 		if retried {
 			// Still the one failed invalidation: a backend error of its
@@ -362,19 +362,34 @@ type unconfirmedTags struct {
 
 	// seq numbers the adds; written under mu, read by mark without it.
 	seq atomic.Uint64
+	// since is Region.creations at the last failure of an invalidation
+	// that follows a write (not the retrier's), written under mu before
+	// has: a run numbered above it (flight.run) began after every such
+	// failure, so after the writes they follow.
+	since atomic.Int64
 
 	mu      sync.Mutex        // guards tags and retrier
 	tags    map[string]uint64 // the unconfirmed tags, with the seq of their last add
 	retrier bool              // a retry goroutine is running
 }
 
-func (u *unconfirmedTags) add(tag string) {
+// add marks tag unconfirmed: an invalidation of it, following a write,
+// failed.
+func (u *unconfirmedTags) add(tag string) { u.addFailure(tag, true) }
+
+// addFailure marks tag unconfirmed after a failed invalidation; write is
+// false for the retrier's own attempts, which follow no new write and do not
+// move since.
+func (u *unconfirmedTags) addFailure(tag string, write bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.tags == nil {
 		u.tags = make(map[string]uint64)
 	}
 	u.tags[tag] = u.seq.Add(1)
+	if write {
+		u.since.Store(u.r.creations.Load())
+	}
 	u.has.Store(true)
 	if !u.retrier {
 		u.retrier = u.r.bg.start(u.retry)

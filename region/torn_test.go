@@ -247,3 +247,58 @@ func TestBypassedWaiterDoesNotTakeOlderFlight(t *testing.T) {
 		t.Fatalf("a caller that began after the write and its unconfirmed invalidation got %q; want %q", v, "new")
 	}
 }
+
+// While a tag is unconfirmed nothing is stored, but a stampede still runs
+// the creator once: callers that arrive during a run begun after the
+// invalidation failed take its value.
+func TestBypassedStampedeRunsOnce(t *testing.T) {
+	ctx := context.Background()
+	b, _ := sharedRedis(t)
+	p := &confirmDuringRead{Proxy: region.Proxy{Next: b}}
+	r := region.New(p, region.WithName("bypassherd"))
+	defer r.Close()
+	// The region's record and the tag's counter exist, as they do once a
+	// value has been made.
+	if _, err := region.GetOrCreate(ctx, r, "k", func(context.Context) (string, error) { return "old", nil }, region.WithTags("items")); err != nil {
+		t.Fatal(err)
+	}
+	p.failIncr.Store(true)
+	defer p.failIncr.Store(false)
+	if err := r.InvalidateTags(ctx, "items"); err == nil {
+		t.Fatal("the invalidation reported no error with counter writes refused")
+	}
+
+	const n = 8
+	var creates atomic.Int32
+	started, release := make(chan struct{}), make(chan struct{})
+	create := func(context.Context) (string, error) {
+		if creates.Add(1) == 1 {
+			close(started)
+		}
+		<-release
+		return "new", nil
+	}
+	got := make(chan string, n)
+	call := func() {
+		v, err := region.GetOrCreate(ctx, r, "k", create, region.WithTags("items"))
+		if err != nil {
+			t.Error(err)
+		}
+		got <- v
+	}
+	go call()
+	<-started
+	for range n - 1 {
+		go call()
+	}
+	waitFor(t, "the callers to join the flight", func() bool { return r.Stats().LockWaits == n-1 })
+	close(release)
+	for range n {
+		if v := <-got; v != "new" {
+			t.Fatalf("got %q", v)
+		}
+	}
+	if c := creates.Load(); c != 1 {
+		t.Fatalf("creator ran %d times for %d callers; want 1", c, n)
+	}
+}
