@@ -363,9 +363,10 @@ type unconfirmedTags struct {
 	// seq numbers the adds; written under mu, read by mark without it.
 	seq atomic.Uint64
 	// since is Region.creations at the last failure of an invalidation
-	// that follows a write (not the retrier's), written under mu before
+	// that follows a write (not the retrier's), written under mu after
 	// has: a run numbered above it (flight.run) began after every such
-	// failure, so after the writes they follow.
+	// failure, so after the writes they follow, and its reads were
+	// bypassed.
 	since atomic.Int64
 
 	mu      sync.Mutex        // guards tags and retrier
@@ -387,10 +388,12 @@ func (u *unconfirmedTags) addFailure(tag string, write bool) {
 		u.tags = make(map[string]uint64)
 	}
 	u.tags[tag] = u.seq.Add(1)
+	// has first: a run numbered above since took its number after has was
+	// set, so its reads see the tag (any waits for mu) and are bypassed.
+	u.has.Store(true)
 	if write {
 		u.since.Store(u.r.creations.Load())
 	}
-	u.has.Store(true)
 	if !u.retrier {
 		u.retrier = u.r.bg.start(u.retry)
 	}
