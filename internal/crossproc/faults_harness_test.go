@@ -127,6 +127,7 @@ type readRec struct {
 	P    int64 // the progress read just before it
 	V    int64 // the value it returned
 	Hit  bool  // the region counted a hit during it
+	R    int64 // nanoseconds it spent on Redis (redisClock)
 	Err  string
 }
 
@@ -139,6 +140,7 @@ type commitRec struct {
 	Strict bool  // Err matches dogpile.ErrInvalidationFailed
 	Before int64 // the last value committed before this write
 	Row    int64 // after a failed write: item 1's value read back
+	R      int64 // nanoseconds it spent on Redis (redisClock)
 }
 
 func init() {
@@ -190,7 +192,9 @@ func childFaultWriter(t *testing.T) {
 	dsn := os.Getenv(envPG)
 	db, _ := openPostgres(t, dsn)
 	plain := openPlain(t, dsn)
-	be := newBackend(t, childRedis(t), os.Getenv(envPrefix), conf.backendOpts()...)
+	rc := childRedis(t)
+	rc.AddHook(redisTimeHook{})
+	be := newBackend(t, rc, os.Getenv(envPrefix), conf.backendOpts()...)
 	r := sharedRegion(t, be, conf.regionOpts()...)
 	var popts []dogpile.PluginOption
 	if conf.Strict {
@@ -236,9 +240,10 @@ func childFaultWriter(t *testing.T) {
 			childFail(t, "unknown command %q", cmd)
 		}
 		kind := conf.Kinds[int(i)%len(conf.Kinds)]
+		var clock redisClock
 		rec := commitRec{V: i, Kind: kind, Before: last, S: time.Now().UnixNano()}
-		err := faultWrite(db, kind, i)
-		rec.E = time.Now().UnixNano()
+		err := faultWrite(db.WithContext(withRedisClock(context.Background(), &clock)), kind, i)
+		rec.E, rec.R = time.Now().UnixNano(), clock.ns.Load()
 		if err == nil {
 			last = i
 			if _, err := plain.Exec("UPDATE progress SET value = $1 WHERE id = 1", i); err != nil {
@@ -262,7 +267,9 @@ func childFaultReader(t *testing.T) {
 	dsn := os.Getenv(envPG)
 	db, _ := openPostgres(t, dsn)
 	plain := openPlain(t, dsn)
-	be := newBackend(t, childRedis(t), os.Getenv(envPrefix), conf.backendOpts()...)
+	rc := childRedis(t)
+	rc.AddHook(redisTimeHook{})
+	be := newBackend(t, rc, os.Getenv(envPrefix), conf.backendOpts()...)
 	r := sharedRegion(t, be, conf.regionOpts()...)
 	usePlugin(t, db, r)
 	say("ready")
@@ -288,9 +295,10 @@ func childFaultReader(t *testing.T) {
 		var rec readRec
 		childMust(t, plain.QueryRow("SELECT value FROM progress WHERE id = 1").Scan(&rec.P))
 		hits := r.Stats().Hits
+		var clock redisClock
 		rec.S = time.Now().UnixNano()
-		v, err := cachedValue(db)
-		rec.E = time.Now().UnixNano()
+		v, err := cachedValue(db.WithContext(withRedisClock(context.Background(), &clock)))
+		rec.E, rec.R = time.Now().UnixNano(), clock.ns.Load()
 		rec.V, rec.Hit = v, r.Stats().Hits > hits
 		if err != nil {
 			rec.Err = err.Error()
@@ -486,6 +494,9 @@ type phaseStats struct {
 	maxCommit    time.Duration
 	slowestRead  string
 	slowestWrite string
+	// The longest time one read or one commit spent on Redis.
+	maxReadRedis, maxCommitRedis   time.Duration
+	redisiestRead, redisiestCommit string
 }
 
 func (s *phaseStats) line() string {
@@ -560,6 +571,10 @@ func (res *faultResult) compute(marks []phaseMark, end time.Time) {
 				s.maxCommit = d
 				s.slowestWrite = fmt.Sprintf("%s of %d begun at %s, returned in phase %s", c.Kind, c.V, at(c.S), ph.name)
 			}
+			if rd := time.Duration(c.R); rd > s.maxCommitRedis {
+				s.maxCommitRedis = rd
+				s.redisiestCommit = fmt.Sprintf("%s of %d begun at %s (%v in all), returned in phase %s", c.Kind, c.V, at(c.S), d, ph.name)
+			}
 		}
 		if c.Err == "" {
 			done = append(done, c)
@@ -604,6 +619,10 @@ func (res *faultResult) compute(marks []phaseMark, end time.Time) {
 			if d > s.maxRead {
 				s.maxRead = d
 				s.slowestRead = fmt.Sprintf("read begun at %s in phase %s returned %d", at(r.S), ph.name, r.V)
+			}
+			if rd := time.Duration(r.R); rd > s.maxReadRedis {
+				s.maxReadRedis = rd
+				s.redisiestRead = fmt.Sprintf("read begun at %s in phase %s (%v in all) returned %d", at(r.S), ph.name, d, r.V)
 			}
 		}
 		if r.Err != "" && len(res.readErrEx) < 5 {
@@ -674,24 +693,40 @@ func (res *faultResult) checkNoStale(t *testing.T, phases ...string) {
 	}
 }
 
-// checkLatency fails the test when a read or a commit that did not end in
-// the warm-up took longer than 3× the backend timeout plus the longest of
-// the same operation in the warm-up (what the database costs by itself);
-// readExtra is added to the reads' bound (the lock TTL of the lock fault).
+// checkLatency checks the README's bound on the operations that did not end
+// in the warm-up: none spent more than 3× the backend timeout on Redis
+// (redisClock: the time of the commands it made or waited for), plus
+// readExtra for a read (the lock TTL of the lock fault, during which a
+// read waits for a holder that died). Their wall-clock time is also
+// logged against 3× the timeout plus the longest the same operation took
+// in the warm-up (the database's own cost), but asserted only against a
+// bound three times as generous in the database's cost: on a loaded
+// machine one commit to PostgreSQL can take longer than every commit of
+// the short warm-up did, which says nothing about the cache.
 func (res *faultResult) checkLatency(t *testing.T, readExtra time.Duration) {
 	t.Helper()
+	readRedis, commitRedis := readExtra+3*res.timeout, 3*res.timeout
 	readBound := readExtra + 3*res.timeout + res.baseline.maxRead
 	commitBound := 3*res.timeout + res.baseline.maxCommit
-	t.Logf("fault=%s latency: maxReadLatency=%v (bound %v = %v + 3×%v + warm-up %v) maxCommitLatency=%v (bound %v = 3×%v + warm-up %v)",
-		res.name, res.late.maxRead, readBound, readExtra, res.timeout, res.baseline.maxRead,
+	t.Logf("fault=%s on Redis: maxRead=%v maxCommit=%v (bounds %v and %v); in all: maxReadLatency=%v (%v = %v + 3×%v + warm-up %v) maxCommitLatency=%v (%v = 3×%v + warm-up %v)",
+		res.name, res.late.maxReadRedis, res.late.maxCommitRedis, readRedis, commitRedis,
+		res.late.maxRead, readBound, readExtra, res.timeout, res.baseline.maxRead,
 		res.late.maxCommit, commitBound, res.timeout, res.baseline.maxCommit)
-	if res.late.maxRead > readBound {
-		t.Errorf("fault=%s: a read took %v, more than %v (%v + 3× the backend timeout %v + the warm-up maximum %v): %s",
-			res.name, res.late.maxRead, readBound, readExtra, res.timeout, res.baseline.maxRead, res.late.slowestRead)
+	if res.late.maxReadRedis > readRedis {
+		t.Errorf("fault=%s: a read spent %v on Redis, more than %v (%v + 3× the backend timeout %v): %s",
+			res.name, res.late.maxReadRedis, readRedis, readExtra, res.timeout, res.late.redisiestRead)
 	}
-	if res.late.maxCommit > commitBound {
-		t.Errorf("fault=%s: a commit took %v, more than %v (3× the backend timeout %v + the warm-up maximum %v): %s",
-			res.name, res.late.maxCommit, commitBound, res.timeout, res.baseline.maxCommit, res.late.slowestWrite)
+	if res.late.maxCommitRedis > commitRedis {
+		t.Errorf("fault=%s: a commit spent %v on Redis, more than 3× the backend timeout %v: %s",
+			res.name, res.late.maxCommitRedis, res.timeout, res.late.redisiestCommit)
+	}
+	if hang := readBound + 2*res.baseline.maxRead; res.late.maxRead > hang {
+		t.Errorf("fault=%s: a read took %v, more than %v (%v + 3× the backend timeout %v + 3× the warm-up maximum %v): %s",
+			res.name, res.late.maxRead, hang, readExtra, res.timeout, res.baseline.maxRead, res.late.slowestRead)
+	}
+	if hang := commitBound + 2*res.baseline.maxCommit; res.late.maxCommit > hang {
+		t.Errorf("fault=%s: a commit took %v, more than %v (3× the backend timeout %v + 3× the warm-up maximum %v): %s",
+			res.name, res.late.maxCommit, hang, res.timeout, res.baseline.maxCommit, res.late.slowestWrite)
 	}
 }
 
