@@ -119,6 +119,16 @@ type confirmDuringRead struct {
 
 var errIncrRefused = fmt.Errorf("test: counter writes refused")
 
+// confirmRegion returns a region named name over a confirmDuringRead
+// proxy of a Redis backend of its own prefix, closed when t ends.
+func confirmRegion(t *testing.T, name string) (*confirmDuringRead, *region.Region) {
+	b, _ := sharedRedis(t)
+	p := &confirmDuringRead{Proxy: region.Proxy{Next: b}}
+	r := region.New(p, region.WithName(name))
+	t.Cleanup(func() { _ = r.Close() })
+	return p, r
+}
+
 func (b *confirmDuringRead) Incr(ctx context.Context, key string) (int64, error) {
 	if b.failIncr.Load() {
 		return 0, errIncrRefused
@@ -158,10 +168,7 @@ func TestConfirmedDuringReadIsNotServed(t *testing.T) {
 	}{{"hit", 0}, {"regeneration-re-read", 1}} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
-			b, _ := sharedRedis(t)
-			p := &confirmDuringRead{Proxy: region.Proxy{Next: b}}
-			r := region.New(p, region.WithName("confirm"))
-			defer r.Close()
+			p, r := confirmRegion(t, "confirm")
 			value := "old"
 			var creates atomic.Int32
 			create := func(context.Context) (string, error) { creates.Add(1); return value, nil }
@@ -210,10 +217,7 @@ func TestConfirmedDuringReadIsNotServed(t *testing.T) {
 // flight, then makes the value itself.
 func TestBypassedWaiterDoesNotTakeOlderFlight(t *testing.T) {
 	ctx := context.Background()
-	b, _ := sharedRedis(t)
-	p := &confirmDuringRead{Proxy: region.Proxy{Next: b}}
-	r := region.New(p, region.WithName("bypassjoin"))
-	defer r.Close()
+	p, r := confirmRegion(t, "bypassjoin")
 
 	started, release := make(chan struct{}), make(chan struct{})
 	leader := make(chan string, 1)
@@ -253,10 +257,7 @@ func TestBypassedWaiterDoesNotTakeOlderFlight(t *testing.T) {
 // invalidation failed take its value.
 func TestBypassedStampedeRunsOnce(t *testing.T) {
 	ctx := context.Background()
-	b, _ := sharedRedis(t)
-	p := &confirmDuringRead{Proxy: region.Proxy{Next: b}}
-	r := region.New(p, region.WithName("bypassherd"))
-	defer r.Close()
+	p, r := confirmRegion(t, "bypassherd")
 	// The region's record and the tag's counter exist, as they do once a
 	// value has been made.
 	if _, err := region.GetOrCreate(ctx, r, "k", func(context.Context) (string, error) { return "old", nil }, region.WithTags("items")); err != nil {
