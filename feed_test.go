@@ -135,6 +135,22 @@ func feedListen(t testing.TB, db *gorm.DB) *dogpile.Listener {
 	return l
 }
 
+// feedTerminate ends the listener's connection from the server's side
+// (pg_terminate_backend) and returns the backend it had.
+func feedTerminate(t testing.TB, db *gorm.DB, l *dogpile.Listener) uint32 {
+	t.Helper()
+	pid := dogpile.FeedListenerPID(l)
+	if pid == 0 {
+		t.Fatal("the listener reports no backend")
+	}
+	var ok bool
+	dbtest.Must(t, db.Raw("SELECT pg_terminate_backend(?)", pid).Scan(&ok).Error)
+	if !ok {
+		t.Fatalf("pg_terminate_backend(%d) returned false", pid)
+	}
+	return pid
+}
+
 // feedCached reads item 1 from the cache, region "default".
 func feedCached(t testing.TB, db *gorm.DB) int64 {
 	t.Helper()
@@ -388,15 +404,7 @@ func TestFeedReconnect(t *testing.T) {
 			feedPrime(t, db)
 			sharedRead()
 
-			pid := dogpile.FeedListenerPID(l)
-			if pid == 0 {
-				t.Fatal("the listener reports no backend")
-			}
-			var ok bool
-			dbtest.Must(t, db.Raw("SELECT pg_terminate_backend(?)", pid).Scan(&ok).Error)
-			if !ok {
-				t.Fatalf("pg_terminate_backend(%d) returned false", pid)
-			}
+			pid := feedTerminate(t, db.DB, l)
 			select {
 			case <-dropped:
 			case <-time.After(feedBound):
@@ -471,6 +479,7 @@ func TestFeedReconnect(t *testing.T) {
 			// everything itself).
 			sqlDB, err := db.DB.DB()
 			dbtest.Must(t, err)
+			var ok bool
 			dbtest.Must(t, sqlDB.QueryRow("SELECT pg_terminate_backend($1)", dogpile.FeedListenerPID(l)).Scan(&ok))
 			waitFor(t, "second reconnect", func() bool { return l.Stats().Reconnects == 2 })
 			if v := feedCached(t, db.DB); v != 8 {

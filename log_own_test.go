@@ -29,22 +29,9 @@ func TestFeedErrorLogged(t *testing.T) {
 	sink := &rootLogSink{}
 	dbtest.Must(t, db.Use(dogpile.New(map[string]*region.Region{"default": feedMemoryRegion(t)}, dogpile.WithLogger(slog.New(sink)))))
 	l := feedListen(t, db.DB)
-	pid := dogpile.FeedListenerPID(l)
-	if pid == 0 {
-		t.Fatal("the listener reports no backend")
-	}
-	var ok bool
-	dbtest.Must(t, db.Raw("SELECT pg_terminate_backend(?)", pid).Scan(&ok).Error)
-	if !ok {
-		t.Fatalf("pg_terminate_backend(%d) returned false", pid)
-	}
+	feedTerminate(t, db.DB, l)
 	waitFor(t, "reconnect", func() bool { return l.Stats().Reconnects == 1 })
-	var feed []string
-	for _, line := range sink.lines() {
-		if strings.Contains(line, dogpile.LogMsgFeedError) {
-			feed = append(feed, line)
-		}
-	}
+	feed := sink.matching(dogpile.LogMsgFeedError)
 	if len(feed) != 1 || !strings.HasPrefix(feed[0], "WARN "+dogpile.LogMsgFeedError+" error=feed connection: ") {
 		t.Fatalf("feed records %q; want one WARN %q with the connection's error", feed, dogpile.LogMsgFeedError)
 	}
@@ -96,12 +83,7 @@ func TestGraphFailureLogged(t *testing.T) {
 	r := feedMemoryRegion(t)
 	dbtest.Must(t, db.Use(dogpile.New(map[string]*region.Region{"default": r}, dogpile.WithLogger(slog.New(sink)))))
 
-	var graph []string
-	for _, line := range sink.lines() {
-		if strings.Contains(line, dogpile.LogMsgGraphFailed) {
-			graph = append(graph, line)
-		}
-	}
+	graph := sink.matching(dogpile.LogMsgGraphFailed)
 	want := "WARN " + dogpile.LogMsgGraphFailed + " error=dogpile: schema graph: "
 	if len(graph) != 1 || !strings.HasPrefix(graph[0], want) || !strings.Contains(graph[0], "permission denied for table pg_trigger") {
 		t.Fatalf("graph records %q; want one %q… with PostgreSQL's permission error", graph, want)

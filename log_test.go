@@ -184,6 +184,17 @@ func (s *rootLogSink) take() {
 	s.kept = nil
 }
 
+// matching returns the records that contain msg.
+func (s *rootLogSink) matching(msg string) []string {
+	var out []string
+	for _, line := range s.lines() {
+		if strings.Contains(line, msg) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
 func (s *rootLogSink) lines() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
