@@ -334,7 +334,7 @@ func (r *Region) readOf(ctx context.Context, keys, fetch []string, co *callOptio
 			err = fmt.Errorf("region: backend returned %d values for %d keys", len(vals), len(all))
 		}
 		r.failRead(&s, len(fetch))
-		s.bypass = s.bypass || unconfirmed
+		r.setBypass(&s, unconfirmed)
 		return s, err
 	}
 	n := len(fetch)
